@@ -1,0 +1,192 @@
+"""Reads, and the one place that decides who may see what.
+
+Every page and API endpoint gets its objects through these functions, so a clinician of another organization
+gets a 404 for a case id they guess, whatever URL they try.
+"""
+
+import uuid
+
+from django.db.models import F, Prefetch, Q, QuerySet
+from django.http import Http404
+
+from cases.models import (
+    AuditEvent,
+    Case,
+    CaseStatus,
+    LesionImage,
+    Lesion,
+    Organization,
+    Patient,
+    Prediction,
+    Report,
+    Review,
+    User,
+)
+from cases.vocabulary import Role
+
+
+def organizations_for(user: User) -> QuerySet[Organization]:
+    """Organizations the user works for (all of them for platform admins)."""
+    if not user.is_authenticated:
+        return Organization.objects.none()
+    if user.is_platform_admin:
+        return Organization.objects.all()
+    return user.organizations.all()
+
+
+def _org_filter(user: User, prefix: str = "") -> Q | None:
+    """None means unrestricted (platform admin)."""
+    if user.is_platform_admin:
+        return None
+    return Q(**{f"{prefix}organization__in": user.organizations.all()})
+
+
+def cases_visible_to(user: User) -> QuerySet[Case]:
+    if not user.is_authenticated:
+        return Case.objects.none()
+    qs = Case.objects.select_related("organization", "lesion__patient", "submitted_by", "model_version")
+    restriction = _org_filter(user)
+    return qs if restriction is None else qs.filter(restriction)
+
+
+def case_get(user: User, case_id: int | str) -> Case:
+    """The case if ``user`` may see it, else Http404 (never 403: ids must not leak existence)."""
+    try:
+        case_pk = int(case_id)
+    except (TypeError, ValueError):
+        raise Http404("No such case.") from None
+    try:
+        return cases_visible_to(user).get(pk=case_pk)
+    except Case.DoesNotExist:
+        raise Http404("No such case.") from None
+
+
+def case_detail(user: User, case_id: int | str) -> Case:
+    """A visible case with images, predictions, reviews and reports loaded in a fixed number of queries."""
+    case = case_get(user, case_id)
+    predictions = Prediction.objects.select_related("model_version").order_by("-created_at")
+    return (
+        cases_visible_to(user)
+        .prefetch_related(
+            Prefetch("images", queryset=LesionImage.objects.prefetch_related(Prefetch("predictions", predictions))),
+            Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("created_at")),
+            Prefetch("reports", queryset=Report.objects.select_related("signer").order_by("created_at")),
+        )
+        .get(pk=case.pk)
+    )
+
+
+def patients_visible_to(user: User) -> QuerySet[Patient]:
+    if not user.is_authenticated:
+        return Patient.objects.none()
+    qs = Patient.objects.select_related("organization")
+    restriction = _org_filter(user)
+    return qs if restriction is None else qs.filter(restriction)
+
+
+def patient_get(user: User, patient_id: int | str) -> Patient:
+    try:
+        return patients_visible_to(user).get(pk=int(patient_id))
+    except (Patient.DoesNotExist, TypeError, ValueError):
+        raise Http404("No such patient.") from None
+
+
+def patients_search(user: User, query: str = "") -> QuerySet[Patient]:
+    qs = patients_visible_to(user)
+    return qs.filter(reference__icontains=query.strip()) if query.strip() else qs
+
+
+def lesions_visible_to(user: User) -> QuerySet[Lesion]:
+    if not user.is_authenticated:
+        return Lesion.objects.none()
+    qs = Lesion.objects.select_related("patient__organization")
+    restriction = _org_filter(user, "patient__")
+    return qs if restriction is None else qs.filter(restriction)
+
+
+def lesion_get(user: User, lesion_id: int | str) -> Lesion:
+    try:
+        return lesions_visible_to(user).get(pk=int(lesion_id))
+    except (Lesion.DoesNotExist, TypeError, ValueError):
+        raise Http404("No such lesion.") from None
+
+
+def lesion_history(user: User, case: Case) -> QuerySet[Case]:
+    """Earlier cases of the same lesion, newest first (for side-by-side follow-up)."""
+    return (
+        cases_visible_to(user)
+        .filter(lesion_id=case.lesion_id, created_at__lt=case.created_at)
+        .prefetch_related("images")
+        .order_by("-created_at")
+    )
+
+
+def can_submit(user: User, organization: Organization) -> bool:
+    if not user.is_authenticated or user.role not in (Role.CLINICIAN, Role.ADMIN):
+        return False
+    return user.is_platform_admin or user.organizations.filter(pk=organization.pk).exists()
+
+
+def can_review(user: User, case: Case) -> bool:
+    """Only dermatologists who serve the case's organization review and sign."""
+    return (
+        user.is_authenticated
+        and user.role == Role.DERMATOLOGIST
+        and user.organizations.filter(pk=case.organization_id).exists()
+    )
+
+
+REVIEWABLE_STATUSES = (CaseStatus.AWAITING_REVIEW,)
+
+
+def review_queue(
+    user: User,
+    *,
+    organization: int | None = None,
+    band: str | None = None,
+    status: str | None = None,
+) -> QuerySet[Case]:
+    """Cases waiting for a dermatologist, highest AI risk first, then the longest waiting.
+
+    By default the queue holds cases awaiting review; ``status`` widens it (e.g. to ``analysing``).
+    """
+    if not user.is_authenticated or user.role not in (Role.DERMATOLOGIST, Role.ADMIN):
+        return Case.objects.none()
+    qs = cases_visible_to(user).filter(status=status or CaseStatus.AWAITING_REVIEW)
+    if organization:
+        qs = qs.filter(organization_id=organization)
+    if band:
+        qs = qs.filter(risk_band=band)
+    return qs.order_by(F("risk").desc(nulls_last=True), "created_at", "pk")
+
+
+def reports_visible_to(user: User) -> QuerySet[Report]:
+    if not user.is_authenticated:
+        return Report.objects.none()
+    qs = Report.objects.select_related("case__organization", "signer", "review")
+    restriction = _org_filter(user, "case__")
+    return qs if restriction is None else qs.filter(restriction)
+
+
+def report_get(user: User, report_uid: str | uuid.UUID) -> Report:
+    try:
+        return reports_visible_to(user).get(uid=uuid.UUID(str(report_uid)))
+    except (Report.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such report.") from None
+
+
+def current_review(case: Case) -> Review | None:
+    return case.reviews.filter(superseded_by__isnull=True).order_by("-created_at").first()
+
+
+def audit_events(user: User, *, actor: int | None = None, object_type: str = "", object_id: str = "") -> QuerySet:
+    if not user.is_authenticated or not user.is_platform_admin:
+        return AuditEvent.objects.none()
+    qs = AuditEvent.objects.select_related("actor", "organization")
+    if actor:
+        qs = qs.filter(actor_id=actor)
+    if object_type:
+        qs = qs.filter(object_type=object_type)
+    if object_id:
+        qs = qs.filter(object_id=object_id)
+    return qs

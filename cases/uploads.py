@@ -1,0 +1,100 @@
+"""The one upload validator for the web forms and the API (OWASP ASVS 5.0, section 5.2).
+
+An upload is accepted only if its magic bytes say JPEG or PNG, Pillow decodes all of it within the pixel
+limit, and it re-encodes cleanly. What is stored is the re-encoded image: EXIF, GPS, comments and anything
+appended to the file are gone, and the client's file name is never used.
+"""
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from PIL import Image, ImageOps
+
+_MAGIC = {
+    b"\xff\xd8\xff": ("JPEG", "image/jpeg"),
+    b"\x89PNG\r\n\x1a\n": ("PNG", "image/png"),
+}
+MIN_SIDE_PX = 32
+
+
+@dataclass(frozen=True)
+class CleanImage:
+    content: bytes
+    content_type: str
+    width: int
+    height: int
+    sha256: str
+
+    @property
+    def extension(self) -> str:
+        return "png" if self.content_type == "image/png" else "jpg"
+
+
+def _read_limited(upload: BinaryIO, limit: int) -> bytes:
+    if hasattr(upload, "seek"):
+        upload.seek(0)
+    data = upload.read(limit + 1)
+    if len(data) > limit:
+        raise ValidationError(
+            f"The file is larger than {limit // (1024 * 1024)} MB.", code="file_too_large"
+        )
+    return data
+
+
+def clean_image(upload: BinaryIO, *, name: str = "image") -> CleanImage:
+    """Validate one uploaded image and return its re-encoded, metadata-free bytes.
+
+    Raises ``ValidationError`` with a message a clinician can act on; nothing is stored here.
+    """
+    data = _read_limited(upload, settings.TELEDER_MAX_IMAGE_BYTES)
+    if not data:
+        raise ValidationError(f"{name} is empty.", code="empty_file")
+    detected = next(((fmt, ctype) for magic, (fmt, ctype) in _MAGIC.items() if data.startswith(magic)), None)
+    if detected is None:
+        raise ValidationError(f"{name} is not a JPEG or PNG image.", code="unsupported_type")
+    expected_format, content_type = detected
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data), formats=[expected_format]) as probe:
+                width, height = probe.size
+                if width * height > settings.TELEDER_MAX_IMAGE_PIXELS:
+                    raise ValidationError(
+                        f"{name} has too many pixels ({width}x{height}); the limit is "
+                        f"{settings.TELEDER_MAX_IMAGE_PIXELS:,}.",
+                        code="too_many_pixels",
+                    )
+                probe.load()
+                image = ImageOps.exif_transpose(probe)
+                image = image.convert("RGB")
+        except ValidationError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise ValidationError(f"{name} is too large to decode safely.", code="decompression_bomb") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ValidationError(f"{name} is damaged or truncated and cannot be read.", code="corrupt_image") from exc
+
+    if min(image.size) < MIN_SIDE_PX:
+        raise ValidationError(
+            f"{name} is too small ({image.width}x{image.height}); images need at least {MIN_SIDE_PX} px per side.",
+            code="too_small",
+        )
+    out = io.BytesIO()
+    if content_type == "image/png":
+        image.save(out, format="PNG", optimize=False)
+    else:
+        image.save(out, format="JPEG", quality=95, subsampling=0)
+    content = out.getvalue()
+    return CleanImage(
+        content=content,
+        content_type=content_type,
+        width=image.width,
+        height=image.height,
+        sha256=hashlib.sha256(content).hexdigest(),
+    )

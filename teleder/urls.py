@@ -1,0 +1,17 @@
+"""URL wiring only: each area owns its own urls module."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include("cases.api.urls")),
+    path("reports/", include("cases.reports.urls")),
+    path("", include("teleder.health")),
+    path("", include("cases.urls")),
+]
+
+handler400 = "teleder.errors.bad_request"
+handler403 = "teleder.errors.permission_denied"
+handler404 = "teleder.errors.page_not_found"
+handler500 = "teleder.errors.server_error"

@@ -1,0 +1,114 @@
+import pytest
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from cases import services
+from cases.models import AuditEvent, Case, CaseStatus
+from tests.images import image_bytes, upload
+
+
+def test_case_submit_stores_images_and_audits(make_case, clinician):
+    case = make_case(2)
+    assert case.status == CaseStatus.SUBMITTED
+    assert case.images.count() == 2
+    first = case.images.first()
+    assert first.width == 64 and first.height == 48 and len(first.sha256) == 64
+    assert AuditEvent.objects.filter(action="case.create", object_id=str(case.pk), actor=clinician).exists()
+
+
+def test_submission_key_returns_the_same_case(make_case):
+    first = make_case(1, submission_key="abc")
+    second = make_case(1, submission_key="abc")
+    assert first.pk == second.pk
+    assert Case.objects.count() == 1
+
+
+def test_case_needs_at_least_one_and_at_most_ten_images(clinician, lesion):
+    with pytest.raises(ValidationError) as exc:
+        services.case_submit(actor=clinician, lesion=lesion, images=[], analyse=False)
+    assert "images" in exc.value.message_dict
+    with pytest.raises(ValidationError):
+        services.case_submit(
+            actor=clinician, lesion=lesion, images=[upload(seed=i) for i in range(11)], analyse=False
+        )
+    assert Case.objects.count() == 0
+
+
+def test_renamed_non_image_is_refused_and_nothing_stored(clinician, lesion):
+    fake = upload("lesion.jpg", content=b"<html><script>alert(1)</script></html>")
+    with pytest.raises(ValidationError) as exc:
+        services.case_submit(actor=clinician, lesion=lesion, images=[fake], analyse=False)
+    assert "not a JPEG or PNG" in str(exc.value)
+    assert Case.objects.count() == 0
+
+
+def test_illegal_transitions_are_refused(make_case, dermatologist):
+    case = make_case(1)
+    with pytest.raises(services.IllegalTransition):
+        services.review_submit(
+            actor=dermatologist, case=case, diagnosis="nv", malignant=False, management="reassure"
+        )
+    case.refresh_from_db()
+    assert case.status == CaseStatus.SUBMITTED
+    with pytest.raises(services.IllegalTransition):
+        services.case_mark_reported(case_id=case.pk)
+
+
+def test_failed_case_keeps_reason_and_admin_can_retry(make_case, platform_admin, clinician):
+    case = make_case(1)
+    services.case_fail(case_id=case.pk, reason="Image 1 could not be decoded.")
+    case.refresh_from_db()
+    assert case.status == CaseStatus.FAILED and "decoded" in case.failure_reason
+    with pytest.raises(PermissionDenied):
+        services.case_retry(actor=clinician, case=case)
+    services.case_retry(actor=platform_admin, case=case)
+    case.refresh_from_db()
+    assert case.status == CaseStatus.SUBMITTED and case.failure_reason == ""
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs"),
+    [
+        ("year_of_birth", {"year_of_birth": 1850}),
+        ("year_of_birth", {"year_of_birth": 2999}),
+        ("sex", {"sex": "robot"}),
+    ],
+)
+def test_invalid_patient_metadata_is_refused(clinician, org, field, kwargs):
+    with pytest.raises(ValidationError) as exc:
+        services.patient_create(actor=clinician, organization=org, reference="X-1", **kwargs)
+    assert field in exc.value.message_dict
+
+
+def test_unknown_site_is_refused(clinician, patient):
+    with pytest.raises(ValidationError) as exc:
+        services.lesion_create(actor=clinician, patient=patient, site="elbow")
+    assert "site" in exc.value.message_dict
+
+
+def test_duplicate_patient_reference_in_one_organization(clinician, org):
+    services.patient_create(actor=clinician, organization=org, reference="R-7")
+    with pytest.raises(ValidationError) as exc:
+        services.patient_create(actor=clinician, organization=org, reference="r-7")
+    assert "reference" in exc.value.message_dict
+
+
+def test_clinician_cannot_submit_for_another_organization(other_clinician, lesion):
+    with pytest.raises(PermissionDenied):
+        services.case_submit(actor=other_clinician, lesion=lesion, images=[upload()], analyse=False)
+
+
+def test_uploaded_image_loses_its_exif(make_case):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x010F] = "CameraMaker"  # Make
+    exif[0x8825] = {2: (51.0, 30.0, 0.0)}  # GPS
+    case = make_case(0 + 1)
+    from cases.services import case_submit
+    from tests.images import upload as up
+
+    sub = case_submit(actor=case.submitted_by, lesion=case.lesion,
+                      images=[up(content=image_bytes(exif=exif.tobytes()))], analyse=False)
+    stored = sub.case.images.get()
+    with stored.file.open("rb") as fh, Image.open(fh) as img:
+        assert not img.getexif()

@@ -1,0 +1,202 @@
+"""Shared fixtures: organizations, users per role, cases made through the service layer, the embedded
+broker and a real Celery worker process for integration tests."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from cases import services
+from cases.vocabulary import Role
+from tests.factories import PASSWORD, LesionFactory, OrganizationFactory, PatientFactory, UserFactory
+from tests.images import upload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def broker():
+    """The embedded Redis on the default settings; the configured Redis (REDIS_URL) otherwise."""
+    from teleder import embedded_redis
+
+    process = None
+    if settings.EMBEDDED_REDIS:
+        process = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET)
+    yield settings.CELERY_BROKER_URL
+    embedded_redis.stop(process)
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+    } if not settings.AWS_STORAGE_BUCKET_NAME else settings.STORAGES
+    settings.AXES_ENABLED = False
+
+
+@pytest.fixture
+def password() -> str:
+    return PASSWORD
+
+
+@pytest.fixture
+def org(db):
+    return OrganizationFactory(name="North Clinic", slug="north")
+
+
+@pytest.fixture
+def other_org(db):
+    return OrganizationFactory(name="South Hospital", slug="south")
+
+
+@pytest.fixture
+def clinician(org):
+    return UserFactory(username="clin", role=Role.CLINICIAN, organizations=[org])
+
+
+@pytest.fixture
+def other_clinician(other_org):
+    return UserFactory(username="otherclin", role=Role.CLINICIAN, organizations=[other_org])
+
+
+@pytest.fixture
+def dermatologist(org):
+    return UserFactory(username="derm", role=Role.DERMATOLOGIST, organizations=[org])
+
+
+@pytest.fixture
+def platform_admin(db):
+    return UserFactory(username="admin", role=Role.ADMIN, is_staff=True)
+
+
+@pytest.fixture
+def patient(org, clinician):
+    return PatientFactory(organization=org, created_by=clinician)
+
+
+@pytest.fixture
+def lesion(patient):
+    return LesionFactory(patient=patient)
+
+
+@pytest.fixture
+def make_case(clinician, lesion):
+    """Submit a case through the service, as a clinician would (analysis not enqueued unless asked)."""
+
+    def make(n_images: int = 1, *, actor=None, lesion_=None, analyse: bool = False, **kwargs):
+        images = [upload(f"img{i}.jpg", seed=i) for i in range(n_images)]
+        return services.case_submit(
+            actor=actor or clinician, lesion=lesion_ or lesion, images=images, analyse=analyse, **kwargs
+        ).case
+
+    return make
+
+
+def worker_env(extra: dict | None = None) -> dict:
+    """Environment for a child process that must share this test run's database, media and broker."""
+    from django.db import connection
+
+    env = dict(os.environ)
+    env["TELEDER_VAR_DIR"] = str(settings.VAR_DIR)
+    env["TELEDER_TESTING"] = "1"
+    env["TELEDER_MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["TELEDER_MODEL_DIR"] = str(settings.TELEDER_MODEL_DIR)
+    env["TELEDER_SIGNING_DIR"] = str(settings.TELEDER_SIGNING_DIR)
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
+    else:
+        user = db.get("USER") or "postgres"
+        host = db.get("HOST") or "127.0.0.1"
+        port = db.get("PORT") or 5432
+        env["DATABASE_URL"] = f"postgres://{user}@{host}:{port}/{db['NAME']}"
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+class WorkerProcess:
+    """A real ``celery worker`` child process, started and stopped by tests."""
+
+    def __init__(self, log_path: Path, queues: str = "inference,default", extra_env: dict | None = None):
+        self.log_path = log_path
+        self.queues = queues
+        self.extra_env = extra_env
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "teleder", "worker", "-Q", self.queues, "-P", "solo",
+             "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
+             "-n", f"test-{time.monotonic_ns()}@%h"],
+            cwd=ROOT, env=worker_env(self.extra_env), stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "ready." in self.log_path.read_text(errors="replace"):
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready: {self.log_path.read_text(errors='replace')[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def purge_queues() -> None:
+    from teleder.celery import app
+
+    with app.connection_for_write() as conn:
+        for queue in ("inference", "default"):
+            conn.default_channel.queue_purge(queue) if _queue_exists(conn, queue) else None
+
+
+def _queue_exists(conn, queue: str) -> bool:
+    try:
+        conn.default_channel.queue_declare(queue=queue, passive=True)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """A started worker on the inference and default queues; stopped after the test."""
+    purge_queues()
+    worker = WorkerProcess(tmp_path / "worker.log").start()
+    yield worker
+    worker.stop()
+
+
+def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"condition not met within {timeout_s} s")

@@ -1,0 +1,1 @@
+"""Training module (TensorFlow/Keras, installed with the ``train`` extra). See ``python -m training --help``."""
