@@ -1,7 +1,18 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from cases.models import AuditEvent, Case, Lesion, LesionImage, Organization, Patient, Prediction, Report, Review, User
+from cases.models import (
+    AuditEvent,
+    Case,
+    Lesion,
+    LesionImage,
+    Organization,
+    Patient,
+    Prediction,
+    Report,
+    Review,
+    User,
+)
 
 
 @admin.register(Organization)
@@ -72,7 +83,15 @@ class PredictionAdmin(admin.ModelAdmin):
 
 @admin.register(Review)
 class ReviewAdmin(admin.ModelAdmin):
-    list_display = ["case", "reviewer", "diagnosis", "malignant", "management", "agrees_with_ai", "created_at"]
+    list_display = [
+        "case",
+        "reviewer",
+        "diagnosis",
+        "malignant",
+        "management",
+        "agrees_with_ai",
+        "created_at",
+    ]
     list_filter = ["diagnosis", "management", "agrees_with_ai"]
 
     def has_change_permission(self, request, obj=None):

@@ -64,7 +64,9 @@ class Patient(models.Model):
     """A pseudonymous patient: the organization's own reference, never a name."""
 
     organization = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="patients")
-    reference = models.CharField(max_length=64, help_text="Pseudonymous reference, unique in the organization.")
+    reference = models.CharField(
+        max_length=64, help_text="Pseudonymous reference, unique in the organization."
+    )
     sex = models.CharField(max_length=8, choices=Sex.choices, default=Sex.UNKNOWN)
     year_of_birth = models.PositiveSmallIntegerField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -73,7 +75,9 @@ class Patient(models.Model):
     class Meta:
         ordering = ["reference"]
         constraints = [
-            models.UniqueConstraint(fields=["organization", "reference"], name="patient_reference_unique_per_org"),
+            models.UniqueConstraint(
+                fields=["organization", "reference"], name="patient_reference_unique_per_org"
+            ),
             models.CheckConstraint(condition=Q(sex__in=Sex.values), name="patient_sex_valid"),
             models.CheckConstraint(
                 condition=Q(year_of_birth__isnull=True) | Q(year_of_birth__gte=1880, year_of_birth__lte=2200),
@@ -93,7 +97,9 @@ class Lesion(models.Model):
 
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="lesions")
     site = models.CharField(max_length=32, choices=Site.choices, default=Site.UNKNOWN)
-    label = models.CharField(max_length=100, blank=True, help_text="e.g. 'left shoulder, 2 cm below clavicle'")
+    label = models.CharField(
+        max_length=100, blank=True, help_text="e.g. 'left shoulder, 2 cm below clavicle'"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -129,7 +135,9 @@ class Case(models.Model):
     age_at_submission = models.PositiveSmallIntegerField(null=True, blank=True)
     sex_at_submission = models.CharField(max_length=8, choices=Sex.choices, default=Sex.UNKNOWN)
     site_at_submission = models.CharField(max_length=32, choices=Site.choices, default=Site.UNKNOWN)
-    risk = models.FloatField(null=True, blank=True, help_text="Highest AI probability over the case's images.")
+    risk = models.FloatField(
+        null=True, blank=True, help_text="Highest AI probability over the case's images."
+    )
     risk_band = models.CharField(max_length=8, choices=RiskBand.choices, blank=True)
     model_version = models.ForeignKey(
         "inference.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="cases"
@@ -139,7 +147,9 @@ class Case(models.Model):
     analysed_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     submission_key = models.CharField(
-        max_length=64, blank=True, help_text="Client-chosen key that makes a repeated submit return the same case."
+        max_length=64,
+        blank=True,
+        help_text="Client-chosen key that makes a repeated submit return the same case.",
     )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -154,7 +164,8 @@ class Case(models.Model):
             models.CheckConstraint(condition=Q(status__in=CaseStatus.values), name="case_status_valid"),
             models.CheckConstraint(condition=Q(priority__in=Priority.values), name="case_priority_valid"),
             models.CheckConstraint(
-                condition=Q(risk__isnull=True) | Q(risk__gte=0.0, risk__lte=1.0), name="case_risk_in_unit_interval"
+                condition=Q(risk__isnull=True) | Q(risk__gte=0.0, risk__lte=1.0),
+                name="case_risk_in_unit_interval",
             ),
             models.CheckConstraint(
                 condition=Q(age_at_submission__isnull=True) | Q(age_at_submission__lte=120),
@@ -211,20 +222,27 @@ class Prediction(models.Model):
     """The ensemble's output for one image under one model version (one row per pair: reruns update it)."""
 
     image = models.ForeignKey(LesionImage, on_delete=models.CASCADE, related_name="predictions")
-    model_version = models.ForeignKey("inference.ModelVersion", on_delete=models.PROTECT, related_name="predictions")
+    model_version = models.ForeignKey(
+        "inference.ModelVersion", on_delete=models.PROTECT, related_name="predictions"
+    )
     probability = models.FloatField(help_text="Ensemble probability of malignancy.")
     risk_band = models.CharField(max_length=8, choices=RiskBand.choices)
     member_probabilities = models.JSONField(default=dict, help_text="Member name -> probability.")
-    class_probabilities = models.JSONField(default=dict, blank=True, help_text="Class -> probability (multiclass).")
+    class_probabilities = models.JSONField(
+        default=dict, blank=True, help_text="Class -> probability (multiclass)."
+    )
     latency_ms = models.FloatField(help_text="Model time for the batch this image ran in, per image.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["image"]
         constraints = [
-            models.UniqueConstraint(fields=["image", "model_version"], name="prediction_unique_per_image_model"),
+            models.UniqueConstraint(
+                fields=["image", "model_version"], name="prediction_unique_per_image_model"
+            ),
             models.CheckConstraint(
-                condition=Q(probability__gte=0.0, probability__lte=1.0), name="prediction_probability_in_unit_interval"
+                condition=Q(probability__gte=0.0, probability__lte=1.0),
+                name="prediction_probability_in_unit_interval",
             ),
         ]
 
@@ -251,8 +269,12 @@ class Review(models.Model):
     class Meta:
         ordering = ["case", "created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(diagnosis__in=Diagnosis.values), name="review_diagnosis_valid"),
-            models.CheckConstraint(condition=Q(management__in=Management.values), name="review_management_valid"),
+            models.CheckConstraint(
+                condition=Q(diagnosis__in=Diagnosis.values), name="review_diagnosis_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(management__in=Management.values), name="review_management_valid"
+            ),
             models.CheckConstraint(
                 condition=~Q(management=Management.FOLLOW_UP)
                 | Q(follow_up_months__gte=1, follow_up_months__lte=60),
@@ -276,7 +298,9 @@ class Report(models.Model):
     review = models.OneToOneField(Review, on_delete=models.PROTECT, related_name="report")
     file = models.FileField(upload_to=report_path, max_length=255)
     sha256 = models.CharField(max_length=64, unique=True)
-    signer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="signed_reports")
+    signer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="signed_reports"
+    )
     signer_name = models.CharField(max_length=200)
     signed_at = models.DateTimeField()
     supersedes = models.OneToOneField(

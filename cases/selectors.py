@@ -13,8 +13,8 @@ from cases.models import (
     AuditEvent,
     Case,
     CaseStatus,
-    LesionImage,
     Lesion,
+    LesionImage,
     Organization,
     Patient,
     Prediction,
@@ -68,7 +68,9 @@ def case_detail(user: User, case_id: int | str) -> Case:
     return (
         cases_visible_to(user)
         .prefetch_related(
-            Prefetch("images", queryset=LesionImage.objects.prefetch_related(Prefetch("predictions", predictions))),
+            Prefetch(
+                "images", queryset=LesionImage.objects.prefetch_related(Prefetch("predictions", predictions))
+            ),
             Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("created_at")),
             Prefetch("reports", queryset=Report.objects.select_related("signer").order_by("created_at")),
         )
@@ -179,7 +181,9 @@ def current_review(case: Case) -> Review | None:
     return case.reviews.filter(superseded_by__isnull=True).order_by("-created_at").first()
 
 
-def audit_events(user: User, *, actor: int | None = None, object_type: str = "", object_id: str = "") -> QuerySet:
+def audit_events(
+    user: User, *, actor: int | None = None, object_type: str = "", object_id: str = ""
+) -> QuerySet:
     if not user.is_authenticated or not user.is_platform_admin:
         return AuditEvent.objects.none()
     qs = AuditEvent.objects.select_related("actor", "organization")

@@ -16,7 +16,17 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cases.audit import audit_record
-from cases.models import Case, CaseStatus, LesionImage, Lesion, Organization, Patient, Prediction, Review, User
+from cases.models import (
+    Case,
+    CaseStatus,
+    Lesion,
+    LesionImage,
+    Organization,
+    Patient,
+    Prediction,
+    Review,
+    User,
+)
 from cases.selectors import can_review, can_submit, current_review
 from cases.uploads import CleanImage, clean_image
 from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Role, Sex, Site
@@ -48,7 +58,9 @@ def _check_transition(case: Case, to: str) -> None:
         )
 
 
-def _transition(case: Case, to: str, *, actor: User | None, update_fields: Iterable[str] = (), **details) -> None:
+def _transition(
+    case: Case, to: str, *, actor: User | None, update_fields: Iterable[str] = (), **details
+) -> None:
     _check_transition(case, to)
     previous = case.status
     case.status = to
@@ -84,14 +96,21 @@ def user_create(
         raise ValidationError({"role": f"Unknown role {role!r}."})
     if role == Role.CLINICIAN and len(organizations) != 1:
         raise ValidationError({"organizations": "A clinician belongs to exactly one organization."})
-    user = User(username=username, email=email, role=role, first_name=first_name, last_name=last_name,
-                is_staff=role == Role.ADMIN)
+    user = User(
+        username=username,
+        email=email,
+        role=role,
+        first_name=first_name,
+        last_name=last_name,
+        is_staff=role == Role.ADMIN,
+    )
     user.set_password(password)
     user.full_clean()
     user.save()
     user.organizations.set(organizations)
-    audit_record(actor=actor, action="user.create", obj=user, role=role,
-                 organizations=[o.slug for o in organizations])
+    audit_record(
+        actor=actor, action="user.create", obj=user, role=role, organizations=[o.slug for o in organizations]
+    )
     return user
 
 
@@ -124,7 +143,9 @@ def patient_create(
     _check_year_of_birth(year_of_birth)
     reference = (reference or "").strip()
     if Patient.objects.filter(organization=organization, reference__iexact=reference).exists():
-        raise ValidationError({"reference": "A patient with this reference already exists in your organization."})
+        raise ValidationError(
+            {"reference": "A patient with this reference already exists in your organization."}
+        )
     patient = Patient(
         organization=organization, reference=reference, sex=sex, year_of_birth=year_of_birth, created_by=actor
     )
@@ -158,7 +179,9 @@ def enqueue_analysis(case_id: int) -> bool:
     try:
         app.send_task("inference.tasks.analyse_case", args=[case_id], queue="inference")
     except Exception:  # noqa: BLE001 - any broker failure must not fail the clinician's submit
-        logger.warning("could not enqueue analysis of case %s; the sweeper will retry", case_id, exc_info=True)
+        logger.warning(
+            "could not enqueue analysis of case %s; the sweeper will retry", case_id, exc_info=True
+        )
         return False
     Case.objects.filter(pk=case_id).update(enqueued_at=timezone.now())
     return True
@@ -196,7 +219,9 @@ def _check_quota(actor: User, new_images: int) -> None:
     used = LesionImage.objects.filter(case__submitted_by=actor, created_at__gte=since).count()
     if used + new_images > settings.TELEDER_DAILY_UPLOAD_QUOTA:
         raise ValidationError(
-            {"images": f"Daily upload limit reached ({settings.TELEDER_DAILY_UPLOAD_QUOTA} images per 24 hours)."}
+            {
+                "images": f"Daily upload limit reached ({settings.TELEDER_DAILY_UPLOAD_QUOTA} images per 24 hours)."
+            }
         )
 
 
@@ -390,7 +415,9 @@ def case_fail(*, case_id: int, reason: str) -> Case:
     if case.status == CaseStatus.FAILED:
         return case
     case.failure_reason = reason.strip()[:2000] or "Analysis failed."
-    _transition(case, CaseStatus.FAILED, actor=None, update_fields=["failure_reason"], reason=case.failure_reason)
+    _transition(
+        case, CaseStatus.FAILED, actor=None, update_fields=["failure_reason"], reason=case.failure_reason
+    )
     return case
 
 
@@ -464,9 +491,16 @@ def review_submit(
     )
     review.full_clean()
     review.save()
-    audit_record(actor=actor, action="review.create", obj=review, organization=case.organization,
-                 case=case.pk, diagnosis=diagnosis, agrees_with_ai=review.agrees_with_ai,
-                 correction=review.supersedes_id is not None)
+    audit_record(
+        actor=actor,
+        action="review.create",
+        obj=review,
+        organization=case.organization,
+        case=case.pk,
+        diagnosis=diagnosis,
+        agrees_with_ai=review.agrees_with_ai,
+        correction=review.supersedes_id is not None,
+    )
     case.report_error = ""
     _transition(case, CaseStatus.REVIEWED, actor=actor, update_fields=["report_error"])
     transaction.on_commit(lambda: enqueue_report(review.pk))
@@ -480,8 +514,9 @@ def enqueue_report(review_id: int) -> bool:
     try:
         app.send_task("cases.reports.tasks.generate_report", args=[review_id], queue="default")
     except Exception:  # noqa: BLE001
-        logger.warning("could not enqueue the report of review %s; the sweeper will retry", review_id,
-                       exc_info=True)
+        logger.warning(
+            "could not enqueue the report of review %s; the sweeper will retry", review_id, exc_info=True
+        )
         return False
     return True
 

@@ -40,9 +40,7 @@ def _read_limited(upload: BinaryIO, limit: int) -> bytes:
         upload.seek(0)
     data = upload.read(limit + 1)
     if len(data) > limit:
-        raise ValidationError(
-            f"The file is larger than {limit // (1024 * 1024)} MB.", code="file_too_large"
-        )
+        raise ValidationError(f"The file is larger than {limit // (1024 * 1024)} MB.", code="file_too_large")
     return data
 
 
@@ -76,9 +74,13 @@ def clean_image(upload: BinaryIO, *, name: str = "image") -> CleanImage:
         except ValidationError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise ValidationError(f"{name} is too large to decode safely.", code="decompression_bomb") from exc
+            raise ValidationError(
+                f"{name} is too large to decode safely.", code="decompression_bomb"
+            ) from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise ValidationError(f"{name} is damaged or truncated and cannot be read.", code="corrupt_image") from exc
+            raise ValidationError(
+                f"{name} is damaged or truncated and cannot be read.", code="corrupt_image"
+            ) from exc
 
     if min(image.size) < MIN_SIDE_PX:
         raise ValidationError(

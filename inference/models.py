@@ -35,9 +35,12 @@ class ModelVersion(models.Model):
             models.UniqueConstraint(
                 fields=["status"], condition=Q(status="active"), name="model_version_one_active"
             ),
-            models.CheckConstraint(condition=Q(status__in=ModelStatus.values), name="model_version_status_valid"),
             models.CheckConstraint(
-                condition=Q(threshold__gte=0.0, threshold__lte=1.0), name="model_version_threshold_in_unit_interval"
+                condition=Q(status__in=ModelStatus.values), name="model_version_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(threshold__gte=0.0, threshold__lte=1.0),
+                name="model_version_threshold_in_unit_interval",
             ),
         ]
 

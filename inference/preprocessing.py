@@ -93,8 +93,12 @@ class MetadataSpec:
         )
 
     def to_dict(self) -> dict:
-        return {"age_scale": self.age_scale, "sexes": list(self.sexes), "sites": list(self.sites),
-                "size": self.size}
+        return {
+            "age_scale": self.age_scale,
+            "sexes": list(self.sexes),
+            "sites": list(self.sites),
+            "size": self.size,
+        }
 
     @property
     def size(self) -> int:
@@ -157,8 +161,9 @@ def _is_unknown(value: object) -> bool:
     return isinstance(value, str) and value.strip().lower() in UNKNOWN_VALUES
 
 
-def metadata_vector(age: float | int | str | None, sex: str | None, site: str | None,
-                    spec: MetadataSpec | None = None) -> np.ndarray:
+def metadata_vector(
+    age: float | int | str | None, sex: str | None, site: str | None, spec: MetadataSpec | None = None
+) -> np.ndarray:
     """Encode (age, sex, site) for the metadata branch. Unknown or blank values set their ``missing`` flag;
     an age outside 0..120 or a value outside the vocabulary is an error, not a silent default."""
     spec = spec or MetadataSpec()

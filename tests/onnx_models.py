@@ -17,8 +17,15 @@ from inference.preprocessing import MetadataSpec
 METADATA_SIZE = MetadataSpec().size
 
 
-def build_member(path: Path, *, seed: int = 0, image_size: int = 32, metadata_size: int = METADATA_SIZE,
-                 scale: float = 4.0, opset: int = 17) -> Path:
+def build_member(
+    path: Path,
+    *,
+    seed: int = 0,
+    image_size: int = 32,
+    metadata_size: int = METADATA_SIZE,
+    scale: float = 4.0,
+    opset: int = 17,
+) -> Path:
     rng = np.random.default_rng(seed)
     w = rng.normal(0, 0.5, size=(metadata_size, 1)).astype(np.float32)
     a = np.array([scale * (1 + 0.1 * seed)], dtype=np.float32)
@@ -60,9 +67,17 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def build_package(folder: Path, *, name: str = "test-ensemble", version: str = "1.0.0", members: int = 2,
-                  image_size: int = 32, threshold: float = 0.3, bands: dict | None = None,
-                  tta: bool = False) -> Path:
+def build_package(
+    folder: Path,
+    *,
+    name: str = "test-ensemble",
+    version: str = "1.0.0",
+    members: int = 2,
+    image_size: int = 32,
+    threshold: float = 0.3,
+    bands: dict | None = None,
+    tta: bool = False,
+) -> Path:
     """A complete model package folder (manifest.json + member ONNX files) in the documented format."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

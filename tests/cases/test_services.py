@@ -107,8 +107,12 @@ def test_uploaded_image_loses_its_exif(make_case):
     from cases.services import case_submit
     from tests.images import upload as up
 
-    sub = case_submit(actor=case.submitted_by, lesion=case.lesion,
-                      images=[up(content=image_bytes(exif=exif.tobytes()))], analyse=False)
+    sub = case_submit(
+        actor=case.submitted_by,
+        lesion=case.lesion,
+        images=[up(content=image_bytes(exif=exif.tobytes()))],
+        analyse=False,
+    )
     stored = sub.case.images.get()
     with stored.file.open("rb") as fh, Image.open(fh) as img:
         assert not img.getexif()
