@@ -170,10 +170,11 @@ if AWS_STORAGE_BUCKET_NAME:
     AWS_QUERYSTRING_AUTH = True
     # Never overwrite silently: images and reports are stored once under unique names.
     AWS_S3_FILE_OVERWRITE = False
-    DEFAULT_STORAGE = {"BACKEND": "storages.backends.s3.S3Storage"}
+    # teleder.storage refuses deletes and overwrites of signed reports (reports/) on top of django-storages.
+    DEFAULT_STORAGE = {"BACKEND": "teleder.storage.S3Storage"}
 else:
     DEFAULT_STORAGE = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "BACKEND": "teleder.storage.FileSystemStorage",
         "OPTIONS": {"location": str(MEDIA_ROOT)},
     }
 STORAGES = {
