@@ -298,5 +298,5 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("TELEDER_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

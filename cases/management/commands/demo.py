@@ -35,6 +35,7 @@ class Command(BaseCommand):
         started = time.monotonic()
         self.stdout.write("Preparing the database ...")
         call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
         logins = seed_demo()
         self._register_model()
         self._init_signing()
