@@ -3,7 +3,14 @@
 import os
 
 from celery import Celery
-from celery.signals import before_task_publish, task_prerun
+from celery.signals import (
+    before_task_publish,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+    worker_shutdown,
+)
 
 # Must be set before the app is created so that `delay_on_commit` sees Django's settings.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teleder.settings")
@@ -29,3 +36,40 @@ def _adopt_request_id(task=None, **_: object) -> None:
 
     request_id = getattr(task.request, "teleder_request_id", None) if task else None
     set_request_context(request_id=request_id, ip_address=None)
+
+
+# Operations: worker heartbeats (inference/heartbeat.py) and logging through Django's LOGGING (JSON lines
+# with request ids) instead of Celery's own root-logger setup.
+app.autodiscover_tasks(["inference"], related_name="heartbeat")
+
+
+@setup_logging.connect
+def _use_django_logging(**_: object) -> None:
+    """Connecting this signal stops Celery from replacing the root logger; Django's LOGGING stays in force."""
+    import logging.config
+
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
+
+
+@task_postrun.connect
+def _forget_request_id(**_: object) -> None:
+    from teleder.context import set_request_context
+
+    set_request_context(request_id=None, ip_address=None)
+
+
+@worker_ready.connect
+def _start_heartbeat(sender=None, **_: object) -> None:
+    from inference import heartbeat
+
+    queues = list(sender.app.amqp.queues.consume_from) if sender is not None else []
+    heartbeat.start(sender.hostname, queues)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(sender=None, **_: object) -> None:
+    from inference import heartbeat
+
+    heartbeat.stop(getattr(sender, "hostname", None) or "")

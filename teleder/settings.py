@@ -276,6 +276,8 @@ SESSION_COOKIE_AGE = int(os.environ.get("TELEDER_SESSION_AGE_S", str(8 * 3600)))
 if HTTPS:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Container health probes speak plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
     SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
@@ -300,3 +302,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("TELEDER_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
+
+# Operations: worker heartbeats (inference/heartbeat.py) expire after three intervals.
+TELEDER_HEARTBEAT_INTERVAL_S = float(os.environ.get("TELEDER_HEARTBEAT_INTERVAL_S", "10"))
