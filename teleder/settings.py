@@ -8,6 +8,7 @@ S3 and DJANGO_HTTPS=1; see the configuration table in README.md.
 import os
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -305,3 +306,42 @@ LOGGING = {
 
 # Operations: worker heartbeats (inference/heartbeat.py) expire after three intervals.
 TELEDER_HEARTBEAT_INTERVAL_S = float(os.environ.get("TELEDER_HEARTBEAT_INTERVAL_S", "10"))
+
+# REST API (cases/api): JWT sessions for the mobile apps, one error format, per-user throttling.
+INSTALLED_APPS += ["rest_framework_simplejwt.token_blacklist"]
+REST_FRAMEWORK["EXCEPTION_HANDLER"] = "cases.api.errors.exception_handler"
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=int(os.environ.get("TELEDER_API_ACCESS_TTL_S", "900"))),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=int(os.environ.get("TELEDER_API_REFRESH_TTL_DAYS", "30"))),
+    "ROTATE_REFRESH_TOKENS": False,  # cases.api.authentication.token_refresh rotates and revokes itself
+    "UPDATE_LAST_LOGIN": False,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+TELEDER_API_THROTTLE_RATES = {
+    "user": os.environ.get("TELEDER_API_RATE_USER", "1200/min"),
+    "uploads": os.environ.get("TELEDER_API_RATE_UPLOADS", "120/hour"),
+    "login": os.environ.get("TELEDER_API_RATE_LOGIN", "20/min"),
+}
+SPECTACULAR_SETTINGS.update(
+    {
+        "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+        "COMPONENT_NO_READ_ONLY_REQUIRED": False,
+        "ENUM_NAME_OVERRIDES": {
+            "CaseStatusEnum": "cases.models.CaseStatus",
+            "ModelStatusEnum": "inference.models.ModelStatus",
+            "SexEnum": "cases.vocabulary.Sex",
+            "SiteEnum": "cases.vocabulary.Site",
+            "QueueStatusEnum": "cases.api.serializers.QUEUE_STATUSES",
+        },
+        "TAGS": [
+            {"name": "auth", "description": "Log in, refresh and log out (bearer JWT sessions)."},
+            {"name": "organizations", "description": "Organizations of the signed-in user."},
+            {"name": "patients", "description": "Pseudonymous patients."},
+            {"name": "lesions", "description": "Lesions followed over cases."},
+            {"name": "cases", "description": "Submit cases with images; status and AI results."},
+            {"name": "review", "description": "The dermatologist's queue and reviews."},
+            {"name": "reports", "description": "Signed PDF reports: download and verify."},
+            {"name": "models", "description": "AI model versions (read-only except for administrators)."},
+        ],
+    }
+)

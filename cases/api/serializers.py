@@ -1,0 +1,457 @@
+"""Request and response shapes of API v1. Serializers check shape only; business rules live in
+``cases.services`` and visibility in ``cases.selectors``."""
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from cases.models import (
+    Case,
+    CaseStatus,
+    Lesion,
+    LesionImage,
+    Organization,
+    Patient,
+    Prediction,
+    Report,
+    Review,
+)
+from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Role, Sex, Site
+from inference.models import ModelStatus, ModelVersion
+
+# Errors ------------------------------------------------------------------------------------------------
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(
+        help_text="Machine-readable error code, e.g. `invalid`, `not_found`, `throttled`."
+    )
+    message = serializers.CharField(help_text="A sentence a person can act on.")
+    fields = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        help_text="Messages per request field; `non_field_errors` for the request as a whole. Empty if none.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+# Authentication and users --------------------------------------------------------------------------------
+
+
+class LoginSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(max_length=128, write_only=True, style={"input_type": "password"})
+
+
+class RefreshSerializer(serializers.Serializer):
+    refresh = serializers.CharField(
+        max_length=2000, help_text="The refresh token from login or the last refresh."
+    )
+
+
+class LogoutSerializer(serializers.Serializer):
+    refresh = serializers.CharField(
+        max_length=2000, required=False, default="", help_text="The session (refresh token) to end."
+    )
+    all_devices = serializers.BooleanField(
+        required=False, default=False, help_text="End every session of this user instead."
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs["refresh"] and not attrs["all_devices"]:
+            raise serializers.ValidationError({"refresh": ["Give the refresh token, or all_devices=true."]})
+        return attrs
+
+
+class LogoutResultSerializer(serializers.Serializer):
+    revoked_sessions = serializers.IntegerField(min_value=0)
+
+
+class OrganizationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Organization
+        fields = ["id", "name", "slug"]
+
+
+class MeSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    display_name = serializers.CharField()
+    email = serializers.EmailField(allow_blank=True)
+    role = serializers.ChoiceField(choices=Role.choices)
+    organizations = OrganizationSerializer(many=True)
+    can_submit_cases = serializers.BooleanField(help_text="Clinicians and administrators submit cases.")
+    can_review_cases = serializers.BooleanField(help_text="Dermatologists review cases.")
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField(help_text="Send as `Authorization: Bearer <access>`.")
+    refresh = serializers.CharField(help_text="Exchange at `/api/v1/auth/refresh/` before `access` expires.")
+    access_expires_at = serializers.DateTimeField()
+    refresh_expires_at = serializers.DateTimeField()
+    user = MeSerializer()
+
+
+class UserBriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    display_name = serializers.CharField()
+
+
+# Patients and lesions ------------------------------------------------------------------------------------
+
+
+class PatientSerializer(serializers.ModelSerializer):
+    organization = serializers.IntegerField(source="organization_id", read_only=True)
+
+    class Meta:
+        model = Patient
+        fields = ["id", "organization", "reference", "sex", "year_of_birth", "created_at"]
+        read_only_fields = fields
+
+
+class PatientCreateSerializer(serializers.Serializer):
+    organization = serializers.IntegerField(
+        required=False, min_value=1, help_text="Required only for users of several organizations."
+    )
+    reference = serializers.CharField(
+        max_length=64, help_text="Pseudonymous reference, unique in the organization (never a name)."
+    )
+    sex = serializers.ChoiceField(choices=Sex.choices, default=Sex.UNKNOWN)
+    year_of_birth = serializers.IntegerField(required=False, allow_null=True, min_value=1880, max_value=2200)
+
+
+class PatientFilterSerializer(serializers.Serializer):
+    search = serializers.CharField(required=False, max_length=64, help_text="Part of the patient reference.")
+
+
+class LesionSerializer(serializers.ModelSerializer):
+    patient = serializers.IntegerField(source="patient_id", read_only=True)
+
+    class Meta:
+        model = Lesion
+        fields = ["id", "patient", "site", "label", "created_at"]
+        read_only_fields = fields
+
+
+class LesionCreateSerializer(serializers.Serializer):
+    patient = serializers.IntegerField(min_value=1)
+    site = serializers.ChoiceField(choices=Site.choices, default=Site.UNKNOWN)
+    label = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
+
+
+class LesionFilterSerializer(serializers.Serializer):
+    patient = serializers.IntegerField(required=False, min_value=1)
+
+
+# Model versions ------------------------------------------------------------------------------------------
+
+
+class ModelVersionBriefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "name", "version"]
+        read_only_fields = fields
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    status = serializers.ChoiceField(choices=ModelStatus.choices, read_only=True)
+    class_names = serializers.SerializerMethodField()
+    members = serializers.SerializerMethodField()
+    risk_bands = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "name",
+            "version",
+            "task",
+            "status",
+            "threshold",
+            "risk_bands",
+            "class_names",
+            "members",
+            "metrics",
+            "model_card",
+            "created_at",
+            "activated_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_class_names(self, obj: ModelVersion) -> list[str]:
+        return [str(name) for name in obj.manifest.get("class_names") or []]
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_members(self, obj: ModelVersion) -> list[str]:
+        return [str(m.get("name", "")) for m in obj.manifest.get("members") or [] if isinstance(m, dict)]
+
+    @extend_schema_field(serializers.DictField(child=serializers.FloatField()))
+    def get_risk_bands(self, obj: ModelVersion) -> dict[str, float]:
+        bands = obj.manifest.get("risk_bands") or {}
+        return {str(k): float(v) for k, v in bands.items() if isinstance(v, int | float)}
+
+
+# Cases ---------------------------------------------------------------------------------------------------
+
+
+class PredictionSerializer(serializers.ModelSerializer):
+    model_version = ModelVersionBriefSerializer()
+    risk_band = serializers.ChoiceField(choices=RiskBand.choices)
+    member_probabilities = serializers.DictField(
+        child=serializers.FloatField(), help_text="Ensemble member name -> probability of malignancy."
+    )
+    class_probabilities = serializers.DictField(
+        child=serializers.FloatField(), help_text="Class -> probability (multiclass models only)."
+    )
+
+    class Meta:
+        model = Prediction
+        fields = [
+            "model_version",
+            "probability",
+            "risk_band",
+            "member_probabilities",
+            "class_probabilities",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    predictions = PredictionSerializer(many=True, read_only=True, help_text="Newest first.")
+
+    class Meta:
+        model = LesionImage
+        fields = ["id", "position", "width", "height", "content_type", "size_bytes", "sha256", "predictions"]
+        read_only_fields = fields
+
+
+class ReviewSerializer(serializers.ModelSerializer):
+    reviewer = UserBriefSerializer()
+    supersedes = serializers.IntegerField(source="supersedes_id", allow_null=True)
+
+    class Meta:
+        model = Review
+        fields = [
+            "id",
+            "reviewer",
+            "diagnosis",
+            "malignant",
+            "management",
+            "follow_up_months",
+            "notes",
+            "agrees_with_ai",
+            "supersedes",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class ReportSerializer(serializers.ModelSerializer):
+    case = serializers.IntegerField(source="case_id")
+    is_addendum = serializers.BooleanField()
+    supersedes = serializers.UUIDField(source="supersedes.uid", allow_null=True, default=None)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Report
+        fields = [
+            "uid",
+            "case",
+            "is_addendum",
+            "supersedes",
+            "signer_name",
+            "signed_at",
+            "sha256",
+            "download_url",
+        ]
+        read_only_fields = fields
+
+    def get_download_url(self, obj: Report) -> str:
+        path = reverse("api:report-download", kwargs={"uid": obj.uid})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
+
+
+class CaseListSerializer(serializers.ModelSerializer):
+    organization = serializers.IntegerField(source="organization_id")
+    lesion = serializers.IntegerField(source="lesion_id")
+    patient = serializers.IntegerField(source="lesion.patient_id")
+    patient_reference = serializers.CharField(source="lesion.patient.reference")
+    status = serializers.ChoiceField(choices=CaseStatus.choices)
+    priority = serializers.ChoiceField(choices=Priority.choices)
+    risk_band = serializers.ChoiceField(
+        choices=[*RiskBand.choices, ("", "Not analysed")], help_text="Empty until the analysis is done."
+    )
+    image_count = serializers.IntegerField()
+    model_version = ModelVersionBriefSerializer(allow_null=True)
+
+    class Meta:
+        model = Case
+        fields = [
+            "id",
+            "organization",
+            "lesion",
+            "patient",
+            "patient_reference",
+            "status",
+            "priority",
+            "risk",
+            "risk_band",
+            "model_version",
+            "image_count",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+class CaseStatusSerializer(serializers.ModelSerializer):
+    status = serializers.ChoiceField(choices=CaseStatus.choices)
+    risk_band = serializers.ChoiceField(choices=[*RiskBand.choices, ("", "Not analysed")])
+    done = serializers.SerializerMethodField(
+        help_text="True once polling can stop (reviewed, reported or failed)."
+    )
+
+    class Meta:
+        model = Case
+        fields = ["id", "status", "risk", "risk_band", "failure_reason", "done", "updated_at"]
+        read_only_fields = fields
+
+    def get_done(self, obj: Case) -> bool:
+        return obj.status in (CaseStatus.REVIEWED, CaseStatus.REPORTED, CaseStatus.FAILED)
+
+
+class CaseDetailSerializer(CaseListSerializer):
+    submitted_by = UserBriefSerializer()
+    images = ImageSerializer(many=True)
+    reviews = ReviewSerializer(
+        many=True, help_text="Oldest first; a correction supersedes the review before it."
+    )
+    reports = ReportSerializer(
+        many=True, help_text="Oldest first; an addendum supersedes the report before it."
+    )
+    sex_at_submission = serializers.ChoiceField(choices=Sex.choices)
+    site_at_submission = serializers.ChoiceField(choices=Site.choices)
+
+    class Meta(CaseListSerializer.Meta):
+        fields = [
+            *CaseListSerializer.Meta.fields,
+            "clinical_notes",
+            "submitted_by",
+            "age_at_submission",
+            "sex_at_submission",
+            "site_at_submission",
+            "failure_reason",
+            "analysed_at",
+            "images",
+            "reviews",
+            "reports",
+        ]
+        read_only_fields = fields
+
+
+class CaseCreateSerializer(serializers.Serializer):
+    lesion = serializers.IntegerField(min_value=1, help_text="The lesion this case documents.")
+    clinical_notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.ROUTINE)
+    images = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True, use_url=False),
+        min_length=1,
+        max_length=settings.TELEDER_MAX_IMAGES_PER_CASE,
+        help_text="1-10 JPEG or PNG files (repeat the `images` part). Re-encoded on upload; EXIF is removed.",
+    )
+
+
+class ImagesAddSerializer(serializers.Serializer):
+    images = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=True, use_url=False),
+        min_length=1,
+        max_length=settings.TELEDER_MAX_IMAGES_PER_CASE,
+        help_text="JPEG or PNG files; the case holds at most 10 in all.",
+    )
+
+
+class CaseFilterSerializer(serializers.Serializer):
+    ORDERINGS = ["created_at", "-created_at", "updated_at", "-updated_at", "risk", "-risk"]
+
+    status = serializers.ChoiceField(choices=CaseStatus.choices, required=False)
+    risk_band = serializers.ChoiceField(choices=RiskBand.choices, required=False)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
+    organization = serializers.IntegerField(required=False, min_value=1)
+    patient = serializers.IntegerField(required=False, min_value=1)
+    lesion = serializers.IntegerField(required=False, min_value=1)
+    created_after = serializers.DateTimeField(required=False, help_text="ISO 8601, inclusive.")
+    created_before = serializers.DateTimeField(required=False, help_text="ISO 8601, exclusive.")
+    ordering = serializers.ChoiceField(
+        choices=ORDERINGS, required=False, default="-created_at", help_text="`-` for descending."
+    )
+
+
+QUEUE_STATUSES = [
+    (CaseStatus.AWAITING_REVIEW.value, CaseStatus.AWAITING_REVIEW.label),
+    (CaseStatus.ANALYSING.value, CaseStatus.ANALYSING.label),
+    (CaseStatus.REVIEWED.value, CaseStatus.REVIEWED.label),
+]
+
+
+class QueueFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=QUEUE_STATUSES,
+        required=False,
+        help_text="Default: awaiting_review.",
+    )
+    risk_band = serializers.ChoiceField(choices=RiskBand.choices, required=False)
+    organization = serializers.IntegerField(required=False, min_value=1)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+
+
+class ReviewCreateSerializer(serializers.Serializer):
+    diagnosis = serializers.ChoiceField(choices=Diagnosis.choices)
+    malignant = serializers.BooleanField()
+    management = serializers.ChoiceField(choices=Management.choices)
+    follow_up_months = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=60, help_text="Required for follow_up."
+    )
+    notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
+    agrees_with_ai = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Default: whether `malignant` matches the AI.",
+    )
+
+
+class ReportVerifySerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True, use_url=False, help_text="The report PDF to check.")
+
+
+class VerificationSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(
+        choices=["valid", "unreadable", "no_signature", "altered", "untrusted", "not_registered"],
+        help_text="`valid` only for an intact report signed by this platform and identical to the stored copy.",
+    )
+    message = serializers.CharField(help_text="A sentence describing the result.")
+    valid = serializers.BooleanField()
+    sha256 = serializers.CharField(allow_blank=True)
+    size_bytes = serializers.IntegerField()
+    intact = serializers.BooleanField(allow_null=True)
+    trusted = serializers.BooleanField(allow_null=True)
+    signer_name = serializers.CharField(allow_blank=True)
+    certificate_subject = serializers.CharField(allow_blank=True)
+    signed_at = serializers.DateTimeField(allow_null=True)
+    reason = serializers.CharField(allow_blank=True)
+    matches_stored = serializers.BooleanField()
+    report_uid = serializers.CharField(allow_null=True, help_text="Only when the file is a stored report.")
+    case_id = serializers.IntegerField(allow_null=True)
+    is_addendum = serializers.BooleanField()
+    supersedes_uid = serializers.CharField(allow_null=True)
+    superseded_by_uid = serializers.CharField(
+        allow_null=True, help_text="Set if a later addendum corrected it."
+    )
+    details = serializers.ListField(child=serializers.CharField())

@@ -1,0 +1,638 @@
+"""API v1 views: parse the request, call a selector or a service, serialize the answer. No business rules."""
+
+import string
+
+from django.conf import settings
+from django.db.models import Count, F, QuerySet
+from django.http import FileResponse, Http404
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny, IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from cases import selectors, services
+from cases.api import serializers as s
+from cases.api.authentication import SessionJWTAuthentication, token_login, token_logout, token_refresh
+from cases.api.errors import PayloadTooLarge
+from cases.api.permissions import IsPlatformAdminOrReadOnly, IsReviewer
+from cases.api.schema import ApiAutoSchema
+from cases.api.throttling import ApiUserThrottle, LoginThrottle, UploadThrottle
+from cases.audit import audit_record
+from cases.models import Case, CaseStatus, User
+from cases.vocabulary import Role
+from inference.models import ModelVersion
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+_KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:")
+
+
+class Pagination(PageNumberPagination):
+    page_size = 25
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+class ApiView(GenericAPIView):
+    """Base of every v1 endpoint: bearer token (or the browser session, for Swagger UI), per-user throttle."""
+
+    authentication_classes = [SessionJWTAuthentication, SessionAuthentication]
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [ApiUserThrottle]
+    parser_classes = [JSONParser]
+    pagination_class = Pagination
+    schema = ApiAutoSchema()
+
+    def query(self, serializer_class: type) -> dict:
+        """Validated query parameters (400 in the error format for bad ones)."""
+        params = serializer_class(data=self.request.query_params)
+        params.is_valid(raise_exception=True)
+        return params.validated_data
+
+    def body(self, serializer_class: type) -> dict:
+        data = serializer_class(data=self.request.data)
+        data.is_valid(raise_exception=True)
+        return data.validated_data
+
+    def page(self, queryset: QuerySet, serializer_class: type) -> Response:
+        items = self.paginate_queryset(queryset)
+        return self.get_paginated_response(
+            serializer_class(items, many=True, context={"request": self.request}).data
+        )
+
+
+def _not_found(field: str, message: str) -> Http404:
+    exc = Http404(message)
+    exc.field = field
+    return exc
+
+
+def _me(user: User) -> dict:
+    return {
+        "id": user.pk,
+        "username": user.username,
+        "display_name": user.display_name,
+        "email": user.email,
+        "role": user.role,
+        "organizations": selectors.organizations_for(user).order_by("name"),
+        "can_submit_cases": user.role in (Role.CLINICIAN, Role.ADMIN),
+        "can_review_cases": user.role == Role.DERMATOLOGIST,
+    }
+
+
+def _check_upload_size(request: Request) -> None:
+    """413 before and after parsing: the whole body, then each file and their sum."""
+    limit = settings.TELEDER_MAX_CASE_BYTES
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > limit + 1024 * 1024:  # room for the multipart framing and the text fields
+        raise PayloadTooLarge(f"The request is larger than {limit // (1024 * 1024)} MB.")
+
+
+def _check_file_sizes(files: list) -> None:
+    per_file = settings.TELEDER_MAX_IMAGE_BYTES
+    for upload in files:
+        if upload.size > per_file:
+            raise PayloadTooLarge(f"{upload.name[-80:]} is larger than {per_file // (1024 * 1024)} MB.")
+    if sum(upload.size for upload in files) > settings.TELEDER_MAX_CASE_BYTES:
+        raise PayloadTooLarge("The images of one case together exceed the size limit.")
+
+
+# Authentication -----------------------------------------------------------------------------------------
+
+_TOKENS_EXAMPLE = OpenApiExample(
+    "tokens",
+    value={
+        "access": "eyJhbGciOiJIUzI1NiIs...",
+        "refresh": "eyJhbGciOiJIUzI1NiIs...",
+        "access_expires_at": "2026-11-26T10:15:00Z",
+        "refresh_expires_at": "2026-12-26T10:00:00Z",
+        "user": {
+            "id": 3,
+            "username": "clinician",
+            "display_name": "Casey Clinician",
+            "email": "clinician@example.org",
+            "role": "clinician",
+            "organizations": [{"id": 1, "name": "Demo Skin Clinic", "slug": "demo-clinic"}],
+            "can_submit_cases": True,
+            "can_review_cases": False,
+        },
+    },
+    response_only=True,
+)
+
+
+def _tokens(pair) -> dict:
+    return s.TokenPairSerializer(
+        {
+            "access": pair.access,
+            "refresh": pair.refresh,
+            "access_expires_at": pair.access_expires_at,
+            "refresh_expires_at": pair.refresh_expires_at,
+            "user": _me(pair.user),
+        }
+    ).data
+
+
+class _TokenEndpoint(ApiView):
+    """Login and refresh take credentials in the body, not a bearer token."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [LoginThrottle]
+
+    def get_authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'  # so that bad credentials are 401, not 403
+
+
+class LoginView(_TokenEndpoint):
+    @extend_schema(
+        tags=["auth"],
+        summary="Log in and start a session",
+        description="Returns a short-lived access token and a refresh token. Repeated failures lock the "
+        "account for a while (403).",
+        request=s.LoginSerializer,
+        responses={200: s.TokenPairSerializer},
+        examples=[
+            OpenApiExample("login", value={"username": "clinician", "password": "..."}, request_only=True),
+            _TOKENS_EXAMPLE,
+        ],
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.body(s.LoginSerializer)
+        pair = token_login(request=request, username=data["username"], password=data["password"])
+        return Response(_tokens(pair))
+
+
+class RefreshView(_TokenEndpoint):
+    @extend_schema(
+        tags=["auth"],
+        summary="Exchange the refresh token for a new pair",
+        description="The refresh token rotates: the one sent is revoked, with its access tokens. Using a "
+        "refresh token twice gives 401.",
+        request=s.RefreshSerializer,
+        responses={200: s.TokenPairSerializer},
+        examples=[_TOKENS_EXAMPLE],
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.body(s.RefreshSerializer)
+        return Response(_tokens(token_refresh(refresh=data["refresh"])))
+
+
+class LogoutView(ApiView):
+    @extend_schema(
+        tags=["auth"],
+        summary="Log out: revoke this session (or all sessions)",
+        description="The refresh token and every access token minted from it stop working at once.",
+        request=s.LogoutSerializer,
+        responses={200: s.LogoutResultSerializer},
+        examples=[OpenApiExample("one session", value={"refresh": "eyJhbGciOi..."}, request_only=True)],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.body(s.LogoutSerializer)
+        revoked = token_logout(user=request.user, refresh=data["refresh"], all_devices=data["all_devices"])
+        return Response({"revoked_sessions": revoked})
+
+
+class MeView(ApiView):
+    @extend_schema(
+        tags=["auth"], summary="The signed-in user, role and organizations", responses=s.MeSerializer
+    )
+    def get(self, request: Request) -> Response:
+        return Response(s.MeSerializer(_me(request.user)).data)
+
+
+# Organizations, patients, lesions -----------------------------------------------------------------------
+
+
+class OrganizationListView(ApiView):
+    @extend_schema(
+        tags=["organizations"],
+        summary="Organizations the user works for",
+        responses=s.OrganizationSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        return self.page(
+            selectors.organizations_for(request.user).order_by("name", "pk"), s.OrganizationSerializer
+        )
+
+
+class PatientListView(ApiView):
+    @extend_schema(
+        tags=["patients"],
+        summary="Patients of the user's organizations",
+        parameters=[s.PatientFilterSerializer],
+        responses=s.PatientSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        params = self.query(s.PatientFilterSerializer)
+        qs = selectors.patients_search(request.user, params.get("search", "")).order_by("reference", "pk")
+        return self.page(qs, s.PatientSerializer)
+
+    @extend_schema(
+        tags=["patients"],
+        summary="Add a patient (pseudonymous reference, never a name)",
+        request=s.PatientCreateSerializer,
+        responses={201: s.PatientSerializer},
+        examples=[
+            OpenApiExample(
+                "patient",
+                value={"reference": "P-0042", "sex": "female", "year_of_birth": 1971},
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.body(s.PatientCreateSerializer)
+        organizations = selectors.organizations_for(request.user)
+        if "organization" in data:
+            organization = organizations.filter(pk=data["organization"]).first()
+            if organization is None:
+                raise _not_found("organization", "No such organization.")
+        else:
+            candidates = list(organizations[:2])
+            if len(candidates) != 1:
+                raise s.serializers.ValidationError({"organization": ["Choose the organization."]})
+            organization = candidates[0]
+        patient = services.patient_create(
+            actor=request.user,
+            organization=organization,
+            reference=data["reference"],
+            sex=data["sex"],
+            year_of_birth=data.get("year_of_birth"),
+        )
+        return Response(s.PatientSerializer(patient).data, status=status.HTTP_201_CREATED)
+
+
+class PatientDetailView(ApiView):
+    @extend_schema(tags=["patients"], summary="One patient", responses=s.PatientSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(s.PatientSerializer(selectors.patient_get(request.user, pk)).data)
+
+
+class LesionListView(ApiView):
+    @extend_schema(
+        tags=["lesions"],
+        summary="Lesions of visible patients",
+        parameters=[s.LesionFilterSerializer],
+        responses=s.LesionSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        params = self.query(s.LesionFilterSerializer)
+        qs = selectors.lesions_visible_to(request.user).order_by("patient_id", "pk")
+        if "patient" in params:
+            qs = qs.filter(patient_id=params["patient"])
+        return self.page(qs, s.LesionSerializer)
+
+    @extend_schema(
+        tags=["lesions"],
+        summary="Add a lesion to a patient",
+        request=s.LesionCreateSerializer,
+        responses={201: s.LesionSerializer},
+        examples=[
+            OpenApiExample(
+                "lesion", value={"patient": 12, "site": "torso", "label": "left scapula"}, request_only=True
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.body(s.LesionCreateSerializer)
+        try:
+            patient = selectors.patient_get(request.user, data["patient"])
+        except Http404:
+            raise _not_found("patient", "No such patient.") from None
+        lesion = services.lesion_create(
+            actor=request.user, patient=patient, site=data["site"], label=data["label"]
+        )
+        return Response(s.LesionSerializer(lesion).data, status=status.HTTP_201_CREATED)
+
+
+class LesionDetailView(ApiView):
+    @extend_schema(tags=["lesions"], summary="One lesion", responses=s.LesionSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(s.LesionSerializer(selectors.lesion_get(request.user, pk)).data)
+
+
+# Cases --------------------------------------------------------------------------------------------------
+
+
+def _with_counts(qs: QuerySet[Case]) -> QuerySet[Case]:
+    return qs.annotate(image_count=Count("images", distinct=True))
+
+
+def _filter_cases(qs: QuerySet[Case], params: dict) -> QuerySet[Case]:
+    lookups = {
+        "status": "status",
+        "risk_band": "risk_band",
+        "priority": "priority",
+        "organization": "organization_id",
+        "patient": "lesion__patient_id",
+        "lesion": "lesion_id",
+        "created_after": "created_at__gte",
+        "created_before": "created_at__lt",
+    }
+    filters = {lookup: params[name] for name, lookup in lookups.items() if name in params}
+    return qs.filter(**filters)
+
+
+def _ordering(value: str) -> list:
+    field = value.lstrip("-")
+    if field == "risk":
+        expression = (
+            F("risk").desc(nulls_last=True) if value.startswith("-") else F("risk").asc(nulls_last=True)
+        )
+        return [expression, "-created_at", "-pk"]
+    return [value, "-pk" if value.startswith("-") else "pk"]
+
+
+_IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Client-chosen key (1-64 characters: letters, digits, `-_.:`), e.g. a UUID made when the user "
+    "tapped Submit. Repeating the request with the same key returns the case created the first time "
+    "(200 instead of 201, header `Idempotent-Replayed: true`) instead of a second case.",
+)
+
+
+class CaseListView(ApiView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_throttles(self) -> list:
+        throttles = super().get_throttles()
+        return [*throttles, UploadThrottle()] if self.request.method == "POST" else throttles
+
+    @extend_schema(
+        tags=["cases"],
+        summary="Cases of the user's organizations",
+        description="Filter by status, risk band, priority, organization, patient, lesion and creation time; "
+        "order by creation, update or risk.",
+        parameters=[s.CaseFilterSerializer],
+        responses=s.CaseListSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        params = self.query(s.CaseFilterSerializer)
+        qs = _filter_cases(_with_counts(selectors.cases_visible_to(request.user)), params)
+        return self.page(qs.order_by(*_ordering(params["ordering"])), s.CaseListSerializer)
+
+    @extend_schema(
+        tags=["cases"],
+        summary="Submit a case with its images (multipart)",
+        description="One `multipart/form-data` request with the lesion, the clinical notes, the priority and 1-10 "
+        "`images` parts. The images are validated and re-encoded; the AI analysis starts once stored. With an "
+        "`Idempotency-Key` a retried request returns the first case (200) instead of creating another.",
+        parameters=[_IDEMPOTENCY_PARAMETER],
+        request={"multipart/form-data": s.CaseCreateSerializer},
+        responses={201: s.CaseDetailSerializer, 200: s.CaseDetailSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        _check_upload_size(request)
+        key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
+        if key and (len(key) > 64 or not set(key) <= _KEY_CHARS):
+            raise s.serializers.ValidationError(
+                {IDEMPOTENCY_HEADER: ["Use 1-64 letters, digits or -_.: (a UUID works)."]}
+            )
+        values = self.body(s.CaseCreateSerializer)
+        _check_file_sizes(values["images"])
+        try:
+            lesion = selectors.lesion_get(request.user, values["lesion"])
+        except Http404:
+            raise _not_found("lesion", "No such lesion.") from None
+        submission = services.case_submit(
+            actor=request.user,
+            lesion=lesion,
+            images=values["images"],
+            clinical_notes=values["clinical_notes"],
+            priority=values["priority"],
+            submission_key=key,
+        )
+        case = selectors.case_detail(request.user, submission.case.pk)
+        headers = {"Location": request.build_absolute_uri(reverse("api:case-detail", kwargs={"pk": case.pk}))}
+        if not submission.created:
+            headers["Idempotent-Replayed"] = "true"
+        return Response(
+            s.CaseDetailSerializer(case, context={"request": request}).data,
+            status=status.HTTP_201_CREATED if submission.created else status.HTTP_200_OK,
+            headers=headers,
+        )
+
+
+class CaseDetailView(ApiView):
+    @extend_schema(
+        tags=["cases"],
+        summary="A case with its images, AI results per image and member, reviews and reports",
+        responses=s.CaseDetailSerializer,
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        case = selectors.case_detail(request.user, pk)
+        audit_record(actor=request.user, action="case.view", obj=case, via="api")
+        return Response(s.CaseDetailSerializer(case, context={"request": request}).data)
+
+
+class CaseStatusView(ApiView):
+    @extend_schema(
+        tags=["cases"],
+        summary="The case's status, cheap enough to poll",
+        description="Poll every few seconds until `done` is true (or the status is awaiting_review, if you only "
+        "want the AI result), then fetch the case.",
+        responses=s.CaseStatusSerializer,
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(s.CaseStatusSerializer(selectors.case_get(request.user, pk)).data)
+
+
+class CaseImagesView(ApiView):
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [ApiUserThrottle, UploadThrottle]
+
+    @extend_schema(
+        tags=["cases"],
+        summary="Add images to a case before its analysis starts",
+        description="Only the submitting clinician, while the case is submitted; the analysis is queued again.",
+        request={"multipart/form-data": s.ImagesAddSerializer},
+        responses={201: s.ImageSerializer(many=True)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        _check_upload_size(request)
+        case = selectors.case_get(request.user, pk)
+        values = self.body(s.ImagesAddSerializer)
+        _check_file_sizes(values["images"])
+        stored = services.case_add_images(actor=request.user, case=case, images=values["images"])
+        return Response(s.ImageSerializer(stored, many=True).data, status=status.HTTP_201_CREATED)
+
+
+class CaseReviewView(ApiView):
+    @extend_schema(
+        tags=["review"],
+        summary="Submit the dermatologist's review (or a correction of a reported case)",
+        description="Moves the case to reviewed and starts the signed report. On a reported case the review "
+        "supersedes the last one and an addendum report follows. 409 if the case is not awaiting review "
+        "or reported.",
+        request=s.ReviewCreateSerializer,
+        responses={201: s.ReviewSerializer},
+        examples=[
+            OpenApiExample(
+                "follow-up",
+                value={
+                    "diagnosis": "nv",
+                    "malignant": False,
+                    "management": "follow_up",
+                    "follow_up_months": 6,
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        data = self.body(s.ReviewCreateSerializer)
+        case = selectors.case_get(request.user, pk)
+        review = services.review_submit(
+            actor=request.user,
+            case=case,
+            diagnosis=data["diagnosis"],
+            malignant=data["malignant"],
+            management=data["management"],
+            follow_up_months=data.get("follow_up_months"),
+            notes=data["notes"],
+            agrees_with_ai=data["agrees_with_ai"],
+        )
+        review = type(review).objects.select_related("reviewer").get(pk=review.pk)
+        return Response(s.ReviewSerializer(review).data, status=status.HTTP_201_CREATED)
+
+
+class QueueView(ApiView):
+    permission_classes = [IsAuthenticated, IsReviewer]
+
+    @extend_schema(
+        tags=["review"],
+        summary="The dermatologist's review queue, highest AI risk first",
+        parameters=[s.QueueFilterSerializer],
+        responses=s.CaseListSerializer(many=True),
+    )
+    def get(self, request: Request) -> Response:
+        params = self.query(s.QueueFilterSerializer)
+        qs = selectors.review_queue(
+            request.user,
+            organization=params.get("organization"),
+            band=params.get("risk_band"),
+            status=params.get("status") or CaseStatus.AWAITING_REVIEW,
+        )
+        qs = _filter_cases(_with_counts(qs), {k: v for k, v in params.items() if k.startswith("created_")})
+        return self.page(qs, s.CaseListSerializer)
+
+
+# Reports ------------------------------------------------------------------------------------------------
+
+
+class ReportDetailView(ApiView):
+    @extend_schema(tags=["reports"], summary="A signed report's details", responses=s.ReportSerializer)
+    def get(self, request: Request, uid: str) -> Response:
+        report = selectors.report_get(request.user, uid)
+        return Response(s.ReportSerializer(report, context={"request": request}).data)
+
+
+class ReportDownloadView(ApiView):
+    @extend_schema(
+        tags=["reports"],
+        summary="Download the signed PDF",
+        responses={
+            (200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY, description="The signed PDF.")
+        },
+    )
+    def get(self, request: Request, uid: str) -> FileResponse:
+        report = selectors.report_get(request.user, uid)
+        audit_record(
+            actor=request.user, action="report.download", obj=report, organization=report.case.organization
+        )
+        response = FileResponse(
+            report.file.open("rb"),
+            content_type="application/pdf",
+            as_attachment=True,
+            filename=f"teleder-report-{report.uid}.pdf",
+        )
+        response["X-Report-SHA256"] = report.sha256
+        return response
+
+
+class ReportVerifyView(ApiView):
+    parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [ApiUserThrottle, UploadThrottle]
+
+    @extend_schema(
+        tags=["reports"],
+        summary="Check a report PDF's signature",
+        description="Upload a PDF as `file`. 200 with `valid` true only for an intact report signed by this "
+        "platform and identical to its stored copy; 200 with `valid` false and a `status` for any other PDF; "
+        "400 (`empty`, `not_pdf`) or 413 (`too_large`) when the upload is not a PDF at all.",
+        request={"multipart/form-data": s.ReportVerifySerializer},
+        responses={200: s.VerificationSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        from cases.reports import verify  # the reports area owns verification
+
+        _check_upload_size(request)
+        data = self.body(s.ReportVerifySerializer)
+        content = verify.read_upload(data["file"])
+        result = (
+            content if isinstance(content, verify.VerificationResult) else verify.verify_report_pdf(content)
+        )
+        if result.status == verify.TOO_LARGE:
+            raise PayloadTooLarge(result.message)
+        if result.status in verify.INPUT_PROBLEMS:
+            raise s.serializers.ValidationError({"file": [result.message]}, code=result.status)
+        return Response(s.VerificationSerializer(result.as_dict()).data)
+
+
+# Model versions -----------------------------------------------------------------------------------------
+
+
+class ModelVersionListView(ApiView):
+    permission_classes = [IsPlatformAdminOrReadOnly]
+
+    @extend_schema(
+        tags=["models"], summary="Registered model versions", responses=s.ModelVersionSerializer(many=True)
+    )
+    def get(self, request: Request) -> Response:
+        return self.page(ModelVersion.objects.order_by("-created_at", "-pk"), s.ModelVersionSerializer)
+
+
+class ModelVersionDetailView(ApiView):
+    permission_classes = [IsPlatformAdminOrReadOnly]
+
+    @extend_schema(tags=["models"], summary="One model version", responses=s.ModelVersionSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(s.ModelVersionSerializer(_model_version(pk)).data)
+
+
+class ModelVersionActivateView(ApiView):
+    permission_classes = [IsPlatformAdminOrReadOnly]
+
+    @extend_schema(
+        tags=["models"],
+        summary="Make this model version the active one (administrators)",
+        request=None,
+        responses={200: s.ModelVersionSerializer},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        version = _model_version(pk)
+        from inference.registry import model_activate  # written by the inference area
+
+        activated = model_activate(name=version.name, version=version.version, actor=request.user)
+        return Response(s.ModelVersionSerializer(activated).data)
+
+
+def _model_version(pk: int) -> ModelVersion:
+    try:
+        return ModelVersion.objects.get(pk=pk)
+    except ModelVersion.DoesNotExist:
+        raise Http404("No such model version.") from None

@@ -1,0 +1,90 @@
+"""API test helpers: bearer-token clients made through the real login endpoint, analysed cases."""
+
+import pytest
+from django.core.cache import cache
+from rest_framework.test import APIClient
+
+from cases import services
+from cases.vocabulary import Role
+from inference.models import ModelStatus, ModelVersion
+from tests.factories import PASSWORD, LesionFactory, PatientFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_throttles():
+    # Throttle counters live in the (process-wide) cache: each test starts with none.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def login(client: APIClient, username: str, password: str = PASSWORD) -> dict:
+    response = client.post("/api/v1/auth/login/", {"username": username, "password": password}, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def client_for(db):
+    """``client_for(user)``: an APIClient carrying a bearer token obtained by logging in as ``user``."""
+
+    def make(user) -> APIClient:
+        client = APIClient()
+        tokens = login(client, user.username)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens['access']}")
+        client.tokens = tokens
+        return client
+
+    return make
+
+
+@pytest.fixture
+def other_dermatologist(other_org):
+    return UserFactory(username="otherderm", role=Role.DERMATOLOGIST, organizations=[other_org])
+
+
+@pytest.fixture
+def other_lesion(other_org, other_clinician):
+    return LesionFactory(patient=PatientFactory(organization=other_org, created_by=other_clinician))
+
+
+@pytest.fixture
+def model_version(db):
+    return ModelVersion.objects.create(
+        name="test-ensemble",
+        version="1.0.0",
+        status=ModelStatus.ACTIVE,
+        sha256="0" * 64,
+        package_path="/nonexistent",
+        manifest={
+            "class_names": ["benign", "malignant"],
+            "members": [{"name": "member0"}, {"name": "member1"}],
+            "risk_bands": {"medium": 0.3, "high": 0.7},
+        },
+        threshold=0.3,
+    )
+
+
+@pytest.fixture
+def analyse(model_version):
+    """Record an analysis result through the services the inference worker uses."""
+
+    def run(case, probability: float = 0.5):
+        services.case_claim_for_analysis(case_id=case.pk)
+        results = [
+            services.ImageResult(
+                image_id=image.pk,
+                probability=probability,
+                member_probabilities={"member0": probability - 0.05, "member1": probability + 0.05},
+                latency_ms=3.0,
+            )
+            for image in case.images.all()
+        ]
+        return services.case_record_analysis(case_id=case.pk, model_version=model_version, results=results)
+
+    return run
