@@ -345,3 +345,9 @@ SPECTACULAR_SETTINGS.update(
         ],
     }
 )
+
+# Reports: an institution's own signing certificate (PKCS#12) instead of the platform CA, and the size limit
+# of uploads to the public verify page and API.
+TELEDER_SIGNING_PKCS12 = os.environ.get("TELEDER_SIGNING_PKCS12", "")
+TELEDER_SIGNING_PKCS12_PASSPHRASE = os.environ.get("TELEDER_SIGNING_PKCS12_PASSPHRASE", "")
+TELEDER_REPORT_VERIFY_MAX_BYTES = int(os.environ.get("TELEDER_REPORT_VERIFY_MAX_BYTES", str(20 * 1024 * 1024)))
