@@ -1,0 +1,342 @@
+"""Model package format: ``manifest.json`` plus the member ONNX files it names (pure: no Django, no ORT).
+
+A package is a folder, or a zip of one. :func:`parse_manifest` checks every field and raises
+:class:`PackageError` with a message that names the field at fault; :func:`verify_files` checks that each
+member file is where the manifest says and has the recorded sha256. The format is documented field by field,
+with the reason for each, in ``docs/model-package.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from inference.preprocessing import ImageSpec, MetadataSpec, PreprocessingError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+MODEL_CARD_NAMES = ("MODEL_CARD.md", "model_card.md")
+TASKS = ("binary", "multiclass")
+# Names become folder names under TELEDER_MODEL_DIR: keep them to a safe alphabet.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_PACKAGE_BYTES = 4 * 1024**3
+
+
+class PackageError(ValueError):
+    """The package is corrupt or incompatible; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One ensemble member: its ONNX file, input/output names and how its image is preprocessed."""
+
+    name: str
+    file: str
+    sha256: str
+    weight: float
+    image_input: str
+    metadata_input: str | None
+    output: str
+    image: ImageSpec
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format_version: int
+    name: str
+    version: str
+    task: str
+    class_names: tuple[str, ...]
+    positive_classes: tuple[str, ...]
+    metadata: MetadataSpec
+    members: tuple[MemberSpec, ...]
+    threshold: float
+    risk_bands: dict[str, float]
+    tta_hflip: bool
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+    @property
+    def output_width(self) -> int:
+        """Columns a member's output has: 1 (or 2) for binary, one per class for multiclass."""
+        return len(self.class_names) if self.task == "multiclass" else 1
+
+    @property
+    def positive_indices(self) -> tuple[int, ...]:
+        return tuple(self.class_names.index(c) for c in self.positive_classes)
+
+
+def _require(data: dict, key: str, kind: type | tuple[type, ...], where: str = "manifest") -> Any:
+    if key not in data:
+        raise PackageError(f"{where}: '{key}' is missing")
+    value = data[key]
+    if not isinstance(value, kind) or (kind in (int, float, (int, float)) and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise PackageError(f"{where}: '{key}' must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _unit(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PackageError(f"{where} must be a number")
+    if not 0.0 <= float(value) <= 1.0:
+        raise PackageError(f"{where} must be within [0, 1], got {value}")
+    return float(value)
+
+
+def _member_file(value: str, where: str) -> str:
+    """A member file is a plain relative path inside the package: no absolute paths, no '..'."""
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or "\\" in value or any(part in ("..", "") for part in path.parts):
+        raise PackageError(f"{where}: file {value!r} must be a relative path inside the package")
+    if path.suffix.lower() != ".onnx":
+        raise PackageError(f"{where}: file {value!r} must be an .onnx file")
+    return str(path)
+
+
+def _parse_member(data: Any, index: int, manifest_metadata: MetadataSpec) -> MemberSpec:
+    where = f"members[{index}]"
+    if not isinstance(data, dict):
+        raise PackageError(f"{where} must be an object")
+    name = _require(data, "name", str, where)
+    where = f"member '{name}'"
+    file = _member_file(_require(data, "file", str, where), where)
+    sha = _require(data, "sha256", str, where).lower()
+    if not _SHA256.match(sha):
+        raise PackageError(f"{where}: sha256 must be 64 hexadecimal characters")
+    weight = data.get("weight", 1.0)
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, int | float)
+        or not math.isfinite(weight)
+        or weight <= 0
+    ):
+        raise PackageError(f"{where}: weight must be a positive number")
+    inputs = _require(data, "inputs", dict, where)
+    image_input = _require(inputs, "image", str, f"{where} inputs")
+    metadata_input = inputs.get("metadata")
+    if metadata_input is not None and not isinstance(metadata_input, str):
+        raise PackageError(f"{where}: inputs.metadata must be an input name or null")
+    output = _require(data, "output", str, where)
+    try:
+        image = ImageSpec.from_dict(_require(data, "preprocessing", dict, where))
+    except PreprocessingError as exc:
+        raise PackageError(f"{where}: preprocessing: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        raise PackageError(f"{where}: preprocessing is invalid ({exc})") from exc
+    return MemberSpec(
+        name=name,
+        file=file,
+        sha256=sha,
+        weight=float(weight),
+        image_input=image_input,
+        metadata_input=metadata_input,
+        output=output,
+        image=image,
+    )
+
+
+def _parse_metadata(data: Any) -> MetadataSpec:
+    if not isinstance(data, dict):
+        raise PackageError("manifest: 'metadata' must be an object")
+    try:
+        spec = MetadataSpec.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise PackageError(f"manifest: metadata is invalid ({exc})") from exc
+    if not math.isfinite(spec.age_scale) or spec.age_scale <= 0:
+        raise PackageError("manifest: metadata.age_scale must be a positive number")
+    for key, values in (("sexes", spec.sexes), ("sites", spec.sites)):
+        if not all(isinstance(v, str) and v for v in values) or len(set(values)) != len(values):
+            raise PackageError(f"manifest: metadata.{key} must be distinct, non-empty strings")
+    if "size" in data and data["size"] != spec.size:
+        raise PackageError(
+            f"manifest: metadata.size is {data['size']} but the vocabularies give {spec.size} features"
+        )
+    return spec
+
+
+def parse_manifest(data: Any) -> Manifest:
+    """Validate a manifest (as loaded from JSON) and return it typed. Raises :class:`PackageError`."""
+    if not isinstance(data, dict):
+        raise PackageError("manifest: must be a JSON object")
+    fmt = _require(data, "format_version", int)
+    if fmt != FORMAT_VERSION:
+        raise PackageError(
+            f"manifest: format_version {fmt} is not supported (this platform reads {FORMAT_VERSION})"
+        )
+    name = _require(data, "name", str)
+    version = _require(data, "version", str)
+    for key, value in (("name", name), ("version", version)):
+        if not _SAFE_NAME.match(value):
+            raise PackageError(f"manifest: {key} {value!r} may only hold letters, digits, '.', '_' and '-'")
+    task = _require(data, "task", str)
+    if task not in TASKS:
+        raise PackageError(f"manifest: task must be one of {', '.join(TASKS)}, got {task!r}")
+    class_names = tuple(_require(data, "class_names", list))
+    if len(class_names) < 2 or not all(isinstance(c, str) and c for c in class_names):
+        raise PackageError("manifest: class_names must list at least two class names")
+    if len(set(class_names)) != len(class_names):
+        raise PackageError("manifest: class_names has duplicates")
+    if task == "binary" and len(class_names) != 2:
+        raise PackageError("manifest: a binary task has exactly two class_names")
+    positive = data.get("positive_class")
+    positive_classes = (positive,) if isinstance(positive, str) else tuple(positive or ())
+    if not positive_classes or any(c not in class_names for c in positive_classes):
+        raise PackageError(
+            f"manifest: positive_class {positive!r} must name one or more of {list(class_names)}"
+        )
+    if task == "binary" and len(positive_classes) != 1:
+        raise PackageError("manifest: a binary task has exactly one positive_class")
+    metadata = _parse_metadata(_require(data, "metadata", dict))
+    members_data = _require(data, "members", list)
+    if not members_data:
+        raise PackageError("manifest: 'members' lists no ONNX files")
+    members = tuple(_parse_member(m, i, metadata) for i, m in enumerate(members_data))
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise PackageError("manifest: member names must be unique")
+    if len({m.file for m in members}) != len(members):
+        raise PackageError("manifest: two members name the same file")
+    threshold = _unit(data.get("threshold"), "manifest: threshold")
+    bands = data.get("risk_bands")
+    if bands is None:
+        bands = {"medium": threshold, "high": max(threshold, 0.8)}
+    if not isinstance(bands, dict) or set(bands) != {"medium", "high"}:
+        raise PackageError("manifest: risk_bands must be an object with exactly 'medium' and 'high'")
+    risk_bands = {k: _unit(v, f"manifest: risk_bands.{k}") for k, v in bands.items()}
+    if risk_bands["medium"] > risk_bands["high"]:
+        raise PackageError("manifest: risk_bands.medium must not be above risk_bands.high")
+    tta = data.get("tta") or {}
+    if not isinstance(tta, dict) or not isinstance(tta.get("hflip", False), bool):
+        raise PackageError('manifest: tta must be an object such as {"hflip": true}')
+    for key in ("training", "metrics"):
+        if not isinstance(data.get(key, {}), dict):
+            raise PackageError(f"manifest: '{key}' must be an object")
+    return Manifest(
+        format_version=fmt,
+        name=name,
+        version=version,
+        task=task,
+        class_names=class_names,
+        positive_classes=positive_classes,
+        metadata=metadata,
+        members=members,
+        threshold=threshold,
+        risk_bands=risk_bands,
+        tta_hflip=bool(tta.get("hflip", False)),
+        training=dict(data.get("training") or {}),
+        metrics=dict(data.get("metrics") or {}),
+        raw=data,
+    )
+
+
+def read_manifest(folder: Path) -> tuple[Manifest, str]:
+    """Parse ``folder/manifest.json``; return the manifest and the sha256 of the file's bytes."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise PackageError(f"{MANIFEST_NAME} is missing from the package")
+    raw = path.read_bytes()
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise PackageError(f"{MANIFEST_NAME} is larger than {MAX_MANIFEST_BYTES // 1024} KB")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PackageError(f"{MANIFEST_NAME} is not valid JSON ({exc})") from exc
+    return parse_manifest(data), hashlib.sha256(raw).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_files(folder: Path, manifest: Manifest) -> None:
+    """Every member file exists inside ``folder`` and matches its recorded sha256."""
+    root = Path(folder).resolve()
+    for member in manifest.members:
+        path = (root / member.file).resolve()
+        if not path.is_relative_to(root):
+            raise PackageError(f"member '{member.name}': file {member.file!r} lies outside the package")
+        if not path.is_file():
+            raise PackageError(f"member '{member.name}': file {member.file} is missing from the package")
+        actual = sha256_file(path)
+        if actual != member.sha256:
+            raise PackageError(
+                f"member '{member.name}': checksum mismatch for {member.file} "
+                f"(manifest {member.sha256[:12]}..., file {actual[:12]}...): the file is corrupt or was replaced"
+            )
+
+
+def model_card_file(folder: Path) -> Path | None:
+    for name in MODEL_CARD_NAMES:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
+def package_files(folder: Path, manifest: Manifest) -> list[str]:
+    """The files that make up the package (what is copied on registration; anything else is left behind)."""
+    files = [MANIFEST_NAME, *(m.file for m in manifest.members)]
+    card = model_card_file(folder)
+    if card is not None:
+        files.append(card.name)
+    return files
+
+
+def extract_zip(archive: Path, destination: Path) -> Path:
+    """Unpack a zipped package safely into ``destination`` and return the folder holding manifest.json.
+
+    Refuses absolute paths, '..', links and archives that expand beyond :data:`MAX_PACKAGE_BYTES`.
+    """
+    try:
+        bundle = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise PackageError(f"{Path(archive).name} is not a readable zip file ({exc})") from exc
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    root = destination.resolve()
+    with bundle:
+        entries = bundle.infolist()
+        if sum(e.file_size for e in entries) > MAX_PACKAGE_BYTES:
+            raise PackageError("the zip expands to more than 4 GB")
+        for entry in entries:
+            name = entry.filename
+            parts = PurePosixPath(name).parts
+            if name.startswith(("/", "\\")) or "\\" in name or ".." in parts or (parts and ":" in parts[0]):
+                raise PackageError(f"the zip holds an unsafe path {name!r}")
+            if stat.S_ISLNK(entry.external_attr >> 16):
+                raise PackageError(f"the zip holds a link {name!r}; packages contain plain files only")
+            target = (root / name).resolve()
+            if not target.is_relative_to(root):
+                raise PackageError(f"the zip holds an unsafe path {name!r}")
+            if entry.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with bundle.open(entry) as source, open(target, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1024 * 1024)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise PackageError(f"the zip is damaged: {name} cannot be read ({exc})") from exc
+    manifests = sorted(root.rglob(MANIFEST_NAME), key=lambda p: len(p.parts))
+    if not manifests:
+        raise PackageError(f"the zip holds no {MANIFEST_NAME}")
+    return manifests[0].parent

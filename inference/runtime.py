@@ -1,0 +1,315 @@
+"""The ONNX Runtime ensemble (pure: no Django). Workers, the registry's checks and the benchmark all use it.
+
+One :class:`Ensemble` holds one ``InferenceSession`` per member, created once per process and cached per
+model version (:func:`cached_ensemble`). All images of a case run as one batch; member probabilities are
+averaged with the manifest's weights; horizontal-flip test-time augmentation doubles the batch instead of
+doubling the calls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from inference.package import Manifest, MemberSpec, PackageError
+from inference.preprocessing import ImageSpec, hflip, image_tensor, load_image, metadata_vector
+
+CPU = "CPUExecutionProvider"
+# Model outputs are probabilities; allow float rounding at the edges, nothing more.
+_UNIT_TOLERANCE = 1e-4
+
+
+class ModelError(RuntimeError):
+    """A member failed to run or produced something that is not a probability of the expected shape."""
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Execution providers in order of preference, and ONNX Runtime thread counts (0 = ORT's default)."""
+
+    providers: tuple[str, ...] = ("CUDAExecutionProvider", CPU)
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+
+
+def select_providers(requested: Sequence[str]) -> list[str]:
+    """The requested providers this ONNX Runtime build has, in order, always ending with the CPU."""
+    available = set(ort.get_available_providers())
+    chosen = [p for p in requested if p in available and p != CPU]
+    return [*chosen, CPU]
+
+
+def session_options(config: RuntimeConfig, *, shared: bool) -> ort.SessionOptions:
+    """Options for one member session. ``shared``: several sessions live in this process (an ensemble), so
+    idle threads must not spin (measured: 3 spinning sessions were 2-3x slower on 2 cores)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if config.intra_op_threads > 0:
+        options.intra_op_num_threads = config.intra_op_threads
+    if config.inter_op_threads > 0:
+        options.inter_op_num_threads = config.inter_op_threads
+    if shared:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """The ensemble's answer for one image."""
+
+    probability: float
+    member_probabilities: dict[str, float]
+    class_probabilities: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    images: list[ImageOutcome]
+    model_ms: float
+    preprocess_ms: float
+
+    @property
+    def model_ms_per_image(self) -> float:
+        return self.model_ms / max(len(self.images), 1)
+
+
+@dataclass(frozen=True)
+class BatchInputs:
+    """Preprocessed tensors: one image batch per distinct member image spec, and the metadata batch."""
+
+    images: dict[ImageSpec, np.ndarray]
+    metadata: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.metadata.shape[0])
+
+
+Metadata = tuple[Any, Any, Any]  # (age, sex, site); None or "unknown" for what is not known
+
+
+def _member_session(folder: Path, member: MemberSpec, config: RuntimeConfig, *, shared: bool):
+    path = Path(folder) / member.file
+    try:
+        return ort.InferenceSession(
+            str(path),
+            sess_options=session_options(config, shared=shared),
+            providers=select_providers(config.providers),
+        )
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad models
+        raise PackageError(
+            f"member '{member.name}': ONNX Runtime cannot load {member.file} ({_short(exc)})"
+        ) from exc
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_signature(session, member: MemberSpec, manifest: Manifest) -> None:
+    """The member's graph takes exactly the inputs the manifest names, with compatible shapes."""
+    where = f"member '{member.name}'"
+    inputs = {i.name: i for i in session.get_inputs()}
+    expected = {member.image_input} | ({member.metadata_input} if member.metadata_input else set())
+    for name in expected - set(inputs):
+        raise PackageError(f"{where}: the ONNX graph has no input '{name}' (it has {sorted(inputs)})")
+    for name in set(inputs) - expected:
+        raise PackageError(f"{where}: the ONNX graph needs input '{name}', which the manifest does not feed")
+    size = member.image.size
+    image = inputs[member.image_input]
+    if "float" not in image.type:
+        raise PackageError(f"{where}: image input '{image.name}' must be float32, not {image.type}")
+    if len(image.shape) != 4 or not _dims_match(image.shape[1:], (size, size, 3)):
+        raise PackageError(
+            f"{where}: image input '{image.name}' has shape {image.shape}, but the manifest gives "
+            f"NHWC [batch, {size}, {size}, 3]"
+        )
+    if member.metadata_input:
+        meta = inputs[member.metadata_input]
+        if len(meta.shape) != 2 or not _dims_match(meta.shape[1:], (manifest.metadata.size,)):
+            raise PackageError(
+                f"{where}: metadata input '{meta.name}' has shape {meta.shape}, but the manifest's metadata "
+                f"encoding has {manifest.metadata.size} features"
+            )
+    outputs = [o.name for o in session.get_outputs()]
+    if member.output not in outputs:
+        raise PackageError(f"{where}: the ONNX graph has no output '{member.output}' (it has {outputs})")
+
+
+def _dims_match(actual: Sequence, expected: Sequence[int]) -> bool:
+    # A symbolic (str) or unknown (None) dimension accepts any size.
+    return all(not isinstance(a, int) or a <= 0 or a == e for a, e in zip(actual, expected, strict=True))
+
+
+class Ensemble:
+    """The members of one model version, ready to run."""
+
+    def __init__(self, folder: Path, manifest: Manifest, config: RuntimeConfig | None = None):
+        self.folder = Path(folder)
+        self.manifest = manifest
+        self.config = config or RuntimeConfig()
+        shared = len(manifest.members) > 1
+        self.sessions = []
+        for member in manifest.members:
+            session = _member_session(self.folder, member, self.config, shared=shared)
+            _check_signature(session, member, manifest)
+            self.sessions.append(session)
+        total = sum(m.weight for m in manifest.members)
+        self.weights = np.array([m.weight / total for m in manifest.members], dtype=np.float64)
+        self.specs = tuple(dict.fromkeys(m.image for m in manifest.members))
+
+    @property
+    def providers(self) -> list[str]:
+        return self.sessions[0].get_providers() if self.sessions else []
+
+    def prepare(self, images: Sequence[Any], metadata: Sequence[Metadata]) -> BatchInputs:
+        """Decode and preprocess images (bytes, paths, files or PIL images) once per distinct member spec.
+
+        Raises ``PreprocessingError`` for an unreadable image or impossible metadata.
+        """
+        if len(images) != len(metadata):
+            raise ValueError("one metadata triple per image is needed")
+        decoded = [_decode(source) for source in images]
+        batches = {spec: np.stack([image_tensor(image, spec) for image in decoded]) for spec in self.specs}
+        meta = np.stack(
+            [metadata_vector(age, sex, site, self.manifest.metadata) for age, sex, site in metadata]
+        )
+        return BatchInputs(images=batches, metadata=meta)
+
+    def run(self, inputs: BatchInputs) -> tuple[list[ImageOutcome], float]:
+        """Run every member on the batch; return the outcomes and the model time in milliseconds."""
+        n = len(inputs)
+        manifest = self.manifest
+        started = time.perf_counter()
+        member_outputs = []
+        for member, session in zip(manifest.members, self.sessions, strict=True):
+            batch = inputs.images[member.image]
+            meta = inputs.metadata
+            if manifest.tta_hflip:
+                batch = np.concatenate([batch, hflip(batch)])
+                meta = np.concatenate([meta, meta])
+            feed = {member.image_input: np.ascontiguousarray(batch, dtype=np.float32)}
+            if member.metadata_input:
+                feed[member.metadata_input] = meta.astype(np.float32)
+            try:
+                (raw,) = session.run([member.output], feed)
+            except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
+                raise ModelError(f"member '{member.name}' failed to run ({_short(exc)})") from exc
+            probs = self._class_probabilities(member, raw, len(batch))
+            if manifest.tta_hflip:
+                probs = (probs[:n] + probs[n:]) / 2.0
+            member_outputs.append(probs)
+        model_ms = (time.perf_counter() - started) * 1000.0
+        stacked = np.stack(member_outputs)  # (members, N, classes)
+        combined = np.tensordot(self.weights, stacked, axes=1)  # (N, classes)
+        return [self._outcome(i, combined, stacked) for i in range(n)], model_ms
+
+    def predict(self, images: Sequence[Any], metadata: Sequence[Metadata]) -> BatchOutcome:
+        started = time.perf_counter()
+        inputs = self.prepare(images, metadata)
+        preprocess_ms = (time.perf_counter() - started) * 1000.0
+        outcomes, model_ms = self.run(inputs)
+        return BatchOutcome(images=outcomes, model_ms=model_ms, preprocess_ms=preprocess_ms)
+
+    def _class_probabilities(self, member: MemberSpec, raw: Any, n: int) -> np.ndarray:
+        """Member output as (N, classes) float64 probabilities; binary is (N, 1) = P(positive)."""
+        where = f"member '{member.name}'"
+        out = np.asarray(raw, dtype=np.float64)
+        if out.ndim == 1:
+            out = out[:, None]
+        manifest = self.manifest
+        if out.ndim != 2 or out.shape[0] != n:
+            raise ModelError(f"{where} returned shape {list(np.shape(raw))} for a batch of {n}")
+        if manifest.task == "binary":
+            if out.shape[1] == 2:
+                out = out[:, [manifest.positive_indices[0]]]
+            elif out.shape[1] != 1:
+                raise ModelError(f"{where} returned {out.shape[1]} columns; a binary member returns 1 or 2")
+        elif out.shape[1] != len(manifest.class_names):
+            raise ModelError(
+                f"{where} returned {out.shape[1]} columns for {len(manifest.class_names)} classes"
+            )
+        if not np.all(np.isfinite(out)):
+            raise ModelError(f"{where} returned NaN or infinite values")
+        if out.min() < -_UNIT_TOLERANCE or out.max() > 1 + _UNIT_TOLERANCE:
+            raise ModelError(
+                f"{where} returned values outside [0, 1] (min {out.min():.4g}, max {out.max():.4g}): "
+                "its output is not a probability"
+            )
+        return np.clip(out, 0.0, 1.0)
+
+    def _outcome(self, i: int, combined: np.ndarray, stacked: np.ndarray) -> ImageOutcome:
+        manifest = self.manifest
+        names = [m.name for m in manifest.members]
+        if manifest.task == "binary":
+            return ImageOutcome(
+                probability=float(combined[i, 0]),
+                member_probabilities={n: float(stacked[k, i, 0]) for k, n in enumerate(names)},
+            )
+        positive = list(manifest.positive_indices)
+        return ImageOutcome(
+            probability=float(np.clip(combined[i, positive].sum(), 0.0, 1.0)),
+            member_probabilities={
+                n: float(np.clip(stacked[k, i, positive].sum(), 0.0, 1.0)) for k, n in enumerate(names)
+            },
+            class_probabilities={c: float(combined[i, j]) for j, c in enumerate(manifest.class_names)},
+        )
+
+
+def _decode(source: Any) -> Image.Image:
+    return load_image(source)
+
+
+def smoke_test(folder: Path, manifest: Manifest, config: RuntimeConfig | None = None) -> Ensemble:
+    """Load every member and run a small synthetic batch (two images, known and unknown metadata) through
+    the ensemble; raise :class:`PackageError` naming the problem if anything is off."""
+    ensemble = Ensemble(folder, manifest, config or RuntimeConfig(providers=(CPU,)))
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, size=(64, 80, 3), dtype=np.uint8)) for _ in range(2)]
+    site = manifest.metadata.sites[0] if manifest.metadata.sites else None
+    sex = manifest.metadata.sexes[0] if manifest.metadata.sexes else None
+    try:
+        outcomes, _ = ensemble.run(ensemble.prepare(images, [(50, sex, site), (None, None, None)]))
+    except ModelError as exc:
+        raise PackageError(f"smoke test failed: {exc}") from exc
+    for outcome in outcomes:
+        if not 0.0 <= outcome.probability <= 1.0:
+            raise PackageError(
+                f"smoke test failed: ensemble probability {outcome.probability} is outside [0, 1]"
+            )
+    return ensemble
+
+
+_CACHE: OrderedDict[str, Ensemble] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+
+
+def cached_ensemble(key: str, loader: Callable[[], Ensemble], *, keep: int = 2) -> Ensemble:
+    """The ensemble for ``key`` (a model version), loaded once per process. The ``keep`` most recently used
+    versions stay in memory so that an activation or a rollback does not reload on every case."""
+    with _CACHE_LOCK:
+        ensemble = _CACHE.get(key)
+        if ensemble is None:
+            ensemble = loader()
+            _CACHE[key] = ensemble
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > keep:
+            _CACHE.popitem(last=False)
+        return ensemble
+
+
+def clear_cache() -> None:
+    with _CACHE_LOCK:
+        _CACHE.clear()

@@ -1,0 +1,106 @@
+"""Special-purpose ONNX members for runtime tests (real graphs, built with onnx.helper)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from inference.package import sha256_file
+from tests.onnx_models import METADATA_SIZE, build_package
+
+
+def _save(graph, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def _inputs(image_size: int):
+    return [
+        helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", image_size, image_size, 3]),
+        helper.make_tensor_value_info("metadata", TensorProto.FLOAT, ["batch", METADATA_SIZE]),
+    ]
+
+
+def build_corner_member(path: Path, image_size: int = 32) -> Path:
+    """probability = top-left red pixel value (unit-normalised): not flip invariant, so TTA shows."""
+    nodes = [
+        helper.make_node("Slice", ["image", "starts", "ends", "axes"], ["corner"]),
+        helper.make_node("Reshape", ["corner", "shape"], ["p0"]),
+        helper.make_node("ReduceSum", ["metadata", "axes1"], ["msum"], keepdims=1),
+        helper.make_node("Mul", ["msum", "zero"], ["mzero"]),
+        helper.make_node("Add", ["p0", "mzero"], ["probability"]),
+    ]
+    init = [
+        numpy_helper.from_array(np.array([0, 0, 0], dtype=np.int64), "starts"),
+        numpy_helper.from_array(np.array([1, 1, 1], dtype=np.int64), "ends"),
+        numpy_helper.from_array(np.array([1, 2, 3], dtype=np.int64), "axes"),
+        numpy_helper.from_array(np.array([-1, 1], dtype=np.int64), "shape"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "axes1"),
+        numpy_helper.from_array(np.array([0.0], dtype=np.float32), "zero"),
+    ]
+    out = [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1])]
+    return _save(helper.make_graph(nodes, "corner", _inputs(image_size), out, initializer=init), path)
+
+
+def build_scaled_age_member(path: Path, factor: float, image_size: int = 32) -> Path:
+    """probability = factor * (age / age_scale) + 0 * mean(image): above 1 for old patients when factor > 1.2."""
+    nodes = [
+        helper.make_node("Slice", ["metadata", "s", "e", "ax"], ["age"]),
+        helper.make_node("Mul", ["age", "factor"], ["scaled"]),
+        helper.make_node("ReduceMean", ["image"], ["pooled"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", ["pooled", "ax"], ["pooled2"]),
+        helper.make_node("Mul", ["pooled2", "zero"], ["izero"]),
+        helper.make_node("Add", ["scaled", "izero"], ["probability"]),
+    ]
+    init = [
+        numpy_helper.from_array(np.array([0], dtype=np.int64), "s"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "e"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "ax"),
+        numpy_helper.from_array(np.array([factor], dtype=np.float32), "factor"),
+        numpy_helper.from_array(np.array([0.0], dtype=np.float32), "zero"),
+    ]
+    out = [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1])]
+    return _save(helper.make_graph(nodes, "age", _inputs(image_size), out, initializer=init), path)
+
+
+def build_unnormalised_member(path: Path, image_size: int = 32) -> Path:
+    """A logit instead of a probability: sum of the image, far outside [0, 1]."""
+    nodes = [
+        helper.make_node("ReduceSum", ["image", "axes"], ["s"], keepdims=0),
+        helper.make_node("Unsqueeze", ["s", "one"], ["s2"]),
+        helper.make_node("ReduceSum", ["metadata", "one"], ["m"], keepdims=1),
+        helper.make_node("Add", ["s2", "m"], ["probability"]),
+    ]
+    init = [
+        numpy_helper.from_array(np.array([1, 2, 3], dtype=np.int64), "axes"),
+        numpy_helper.from_array(np.array([1], dtype=np.int64), "one"),
+    ]
+    out = [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1])]
+    return _save(helper.make_graph(nodes, "logit", _inputs(image_size), out, initializer=init), path)
+
+
+def replace_member(folder: Path, index: int, builder, **kwargs) -> Path:
+    """Swap member ``index`` of a package for another graph and update its checksum in the manifest."""
+    manifest_path = Path(folder) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    member = manifest["members"][index]
+    builder(Path(folder) / member["file"], **kwargs)
+    member["sha256"] = sha256_file(Path(folder) / member["file"])
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def edit_manifest(folder: Path, **changes) -> Path:
+    manifest_path = Path(folder) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(changes)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+__all__ = ["build_package", "replace_member", "edit_manifest"]

@@ -1,0 +1,168 @@
+"""The ONNX Runtime ensemble on real (small) ONNX models."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference import runtime
+from inference.package import PackageError, read_manifest
+from inference.preprocessing import hflip, image_tensor, metadata_vector
+from inference.runtime import Ensemble, ModelError, RuntimeConfig, select_providers, smoke_test
+from tests.images import image_bytes
+from tests.inference.members import (
+    build_corner_member,
+    build_scaled_age_member,
+    build_unnormalised_member,
+    edit_manifest,
+    replace_member,
+)
+from tests.onnx_models import build_package
+
+META = (56, "female", "torso")
+
+
+def load(folder, **config) -> Ensemble:
+    manifest, _ = read_manifest(folder)
+    return Ensemble(folder, manifest, RuntimeConfig(**config))
+
+
+def test_each_image_gets_the_weighted_mean_of_its_members(tmp_path):
+    folder = build_package(tmp_path / "p")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["members"][0]["weight"] = 1.0
+    manifest["members"][1]["weight"] = 3.0
+    edit_manifest(folder, members=manifest["members"])
+    ensemble = load(folder)
+    outcome = ensemble.predict([image_bytes(seed=1), image_bytes(seed=2)], [META, (None, None, None)])
+    assert len(outcome.images) == 2
+    for image in outcome.images:
+        members = image.member_probabilities
+        assert set(members) == {"member0", "member1"}
+        assert image.probability == pytest.approx(0.25 * members["member0"] + 0.75 * members["member1"])
+        assert 0.0 <= image.probability <= 1.0
+    assert outcome.model_ms > 0
+
+
+def test_a_batch_gives_the_same_answers_as_images_one_by_one(package):
+    ensemble = load(package)
+    images = [image_bytes(seed=s) for s in range(3)]
+    batch = ensemble.predict(images, [META] * 3)
+    for image, expected in zip(images, batch.images, strict=True):
+        (alone,) = ensemble.predict([image], [META]).images
+        assert alone.probability == pytest.approx(expected.probability, abs=1e-6)
+
+
+def test_flip_tta_averages_the_image_and_its_mirror(tmp_path):
+    folder = build_package(tmp_path / "p", members=1, tta=True)
+    replace_member(folder, 0, build_corner_member)
+    ensemble = load(folder)
+    pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+    pixels[0, 0, 0] = 255  # top-left red; its mirror image has black there
+    outcome = ensemble.predict([Image.fromarray(pixels)], [META])
+    assert outcome.images[0].probability == pytest.approx(0.5, abs=1e-6)
+    edit_manifest(folder, tta={"hflip": False})
+    assert load(folder).predict([Image.fromarray(pixels)], [META]).images[0].probability == pytest.approx(1.0)
+
+
+def test_hflip_mirrors_width_only():
+    batch = np.arange(2 * 2 * 3 * 3, dtype=np.float32).reshape(2, 2, 3, 3)
+    assert np.array_equal(hflip(batch)[:, :, 0, :], batch[:, :, 2, :])
+
+
+def test_sessions_do_not_spin_when_an_ensemble_shares_the_process(tmp_path):
+    two = load(build_package(tmp_path / "two", members=2), intra_op_threads=1)
+    one = load(build_package(tmp_path / "one", members=1))
+    entry = "session.intra_op.allow_spinning"
+    assert two.sessions[0].get_session_options().get_session_config_entry(entry) == "0"
+    assert two.sessions[0].get_session_options().intra_op_num_threads == 1
+    with pytest.raises(
+        RuntimeError, match="does not have configuration"
+    ):  # a lone member keeps ORT's default
+        one.sessions[0].get_session_options().get_session_config_entry(entry)
+
+
+def test_providers_fall_back_to_the_cpu():
+    assert select_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[-1] == "CPUExecutionProvider"
+    assert select_providers(["NoSuchExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_the_ensemble_runs_on_an_available_provider(package):
+    ensemble = load(package)
+    assert ensemble.providers[-1] == "CPUExecutionProvider"
+
+
+def test_a_member_returning_logits_is_a_model_error(tmp_path):
+    folder = replace_member(build_package(tmp_path / "p"), 1, build_unnormalised_member)
+    ensemble = load(folder)
+    with pytest.raises(ModelError, match="member 'member1' returned values outside \\[0, 1\\]"):
+        ensemble.predict([image_bytes()], [META])
+
+
+def test_the_smoke_test_refuses_a_member_whose_output_is_not_a_probability(tmp_path):
+    folder = replace_member(build_package(tmp_path / "p"), 0, build_unnormalised_member)
+    manifest, _ = read_manifest(folder)
+    with pytest.raises(PackageError, match="smoke test failed: member 'member0'"):
+        smoke_test(folder, manifest)
+
+
+def test_an_output_that_is_right_for_some_patients_only_fails_at_run_time(tmp_path):
+    folder = replace_member(build_package(tmp_path / "p"), 0, build_scaled_age_member, factor=1.5)
+    manifest, _ = read_manifest(folder)
+    ensemble = smoke_test(folder, manifest)  # age 50 and unknown age both stay within [0, 1]
+    with pytest.raises(ModelError, match="outside \\[0, 1\\]"):
+        ensemble.predict([image_bytes()], [(90, "male", "torso")])
+
+
+def test_an_input_name_the_graph_does_not_have_is_refused(tmp_path):
+    folder = build_package(tmp_path / "p")
+    data = json.loads((folder / "manifest.json").read_text())
+    data["members"][0]["inputs"]["metadata"] = "meta"
+    edit_manifest(folder, members=data["members"])
+    with pytest.raises(PackageError, match="member 'member0': the ONNX graph has no input 'meta'"):
+        load(folder)
+
+
+def test_an_image_size_the_graph_does_not_take_is_refused(tmp_path):
+    folder = build_package(tmp_path / "p")
+    data = json.loads((folder / "manifest.json").read_text())
+    data["members"][1]["preprocessing"]["image_size"] = 64
+    edit_manifest(folder, members=data["members"])
+    with pytest.raises(
+        PackageError, match=r"member 'member1': image input 'image' has shape .* \[batch, 64, 64, 3\]"
+    ):
+        load(folder)
+
+
+def test_a_file_that_is_not_onnx_cannot_be_loaded(tmp_path):
+    folder = build_package(tmp_path / "p")
+    (folder / "member0.onnx").write_bytes(b"definitely not a protobuf")
+    with pytest.raises(PackageError, match="ONNX Runtime cannot load member0.onnx"):
+        load(folder)
+
+
+def test_preprocessed_inputs_are_the_shared_preprocessing(package):
+    ensemble = load(package)
+    data = image_bytes(width=50, height=40, seed=3)
+    inputs = ensemble.prepare([data], [META])
+    spec = ensemble.manifest.members[0].image
+    assert np.array_equal(inputs.images[spec][0], image_tensor(data, spec))
+    assert np.array_equal(inputs.metadata[0], metadata_vector(*META, ensemble.manifest.metadata))
+
+
+def test_sessions_are_created_once_per_model_version():
+    calls = []
+
+    def loader():
+        calls.append(1)
+        return object()
+
+    runtime.clear_cache()
+    first = runtime.cached_ensemble("7:abc", loader)
+    assert runtime.cached_ensemble("7:abc", loader) is first
+    runtime.cached_ensemble("8:def", loader)
+    runtime.cached_ensemble("9:ghi", loader)
+    assert runtime.cached_ensemble("7:abc", loader) is not first  # evicted: only two versions are kept
+    assert len(calls) == 4
+    runtime.clear_cache()
