@@ -3,8 +3,47 @@ from django.urls import path
 
 from cases import views
 
-urlpatterns = [
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+auth_urls = [
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password/change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path(
+        "accounts/password/change/done/",
+        auth_views.PasswordChangeDoneView.as_view(),
+        name="password_change_done",
+    ),
+    path("accounts/password/reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path(
+        "accounts/password/reset/done/",
+        auth_views.PasswordResetDoneView.as_view(),
+        name="password_reset_done",
+    ),
+    path(
+        "accounts/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "accounts/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"
+    ),
+]
+
+urlpatterns = [
+    *auth_urls,
     path("", views.home, name="home"),
+    path("patients/", views.patient_list, name="patient_list"),
+    path("patients/<int:patient_id>/", views.patient_detail, name="patient_detail"),
+    path("cases/", views.case_list, name="case_list"),
+    path("cases/new/", views.case_create, name="case_create"),
+    path("cases/<int:case_id>/", views.case_detail, name="case_detail"),
+    path("cases/<int:case_id>/status.json", views.case_status, name="case_status"),
+    path("cases/<int:case_id>/images/<int:image_id>/", views.case_image, name="case_image"),
+    path("review/", views.review_queue, name="review_queue"),
+    path("review/<int:case_id>/", views.review_case, name="review_case"),
+    path("manage/models/", views.model_list, name="model_list"),
+    path("manage/models/<int:model_id>/", views.model_detail, name="model_detail"),
+    path("manage/models/<int:model_id>/activate/", views.model_activate, name="model_activate"),
+    path("manage/failed/", views.failed_cases, name="failed_cases"),
+    path("manage/failed/<int:case_id>/retry/", views.case_retry, name="case_retry"),
+    path("manage/audit/", views.audit_trail, name="audit_trail"),
 ]

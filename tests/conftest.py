@@ -225,3 +225,35 @@ def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.2):
             return value
         time.sleep(interval_s)
     raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+@pytest.fixture
+def registered_model(db, tmp_path, settings):
+    """A real test model package (tests/onnx_models), registered and active."""
+    from inference.registry import model_activate, model_register
+    from tests.onnx_models import build_package
+
+    settings.TELEDER_MODEL_DIR = tmp_path / "models"
+    version = model_register(build_package(tmp_path / "registered-package"))
+    return model_activate(name=version.name, version=version.version)
+
+
+@pytest.fixture
+def record_analysis(registered_model):
+    """Record an AI result with chosen probabilities (one per image) through the case services."""
+
+    def record(case, probabilities):
+        services.case_claim_for_analysis(case_id=case.pk)
+        images = list(case.images.order_by("position"))
+        results = [
+            services.ImageResult(
+                image_id=image.pk,
+                probability=p,
+                member_probabilities={"member0": p, "member1": p},
+                latency_ms=1.0,
+            )
+            for image, p in zip(images, probabilities, strict=True)
+        ]
+        return services.case_record_analysis(case_id=case.pk, model_version=registered_model, results=results)
+
+    return record

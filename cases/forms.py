@@ -1,0 +1,260 @@
+"""Web forms. They collect and shape input only: every rule lives in ``cases.services`` and
+``cases.uploads``; :func:`add_service_errors` puts a service's ``ValidationError`` back onto the fields so
+that the page re-renders with everything the user typed."""
+
+import base64
+import io
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django import forms
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from PIL import Image
+
+from cases.models import CaseStatus, Lesion, Patient, User
+from cases.uploads import clean_image
+from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Sex, Site
+
+ACCEPTED_IMAGE_TYPES = "image/jpeg,image/png"
+
+
+def add_service_errors(
+    form: forms.Form, error: ValidationError, *, field_map: dict[str, str] | None = None
+) -> None:
+    """Attach a service's ValidationError to the form: per field where the field exists, else non-field."""
+    field_map = field_map or {}
+    if not hasattr(error, "error_dict"):
+        for message in error.messages:
+            form.add_error(None, message)
+        return
+    for field, messages in error.message_dict.items():
+        target = field_map.get(field, field)
+        target = target if target in form.fields else None
+        for message in messages:
+            form.add_error(target, message)
+
+
+class MultipleImageInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """Several files in one input; the type and content checks are ``cases.uploads.clean_image``'s."""
+
+    widget = MultipleImageInput
+
+    def clean(self, data, initial=None):
+        if isinstance(data, list | tuple):
+            return [super(MultipleImageField, self).clean(item, initial) for item in data if item]
+        return [super().clean(data, initial)] if data else []
+
+
+# Patients -----------------------------------------------------------------------------------------------
+
+
+def _year_field(required: bool = False) -> forms.IntegerField:
+    return forms.IntegerField(
+        label="Year of birth",
+        required=required,
+        min_value=1880,
+        max_value=2200,
+        widget=forms.NumberInput(attrs={"inputmode": "numeric", "autocomplete": "off"}),
+    )
+
+
+class PatientForm(forms.Form):
+    reference = forms.CharField(
+        label="Patient reference",
+        max_length=64,
+        help_text="Your organization's pseudonymous reference. Never a name.",
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    sex = forms.ChoiceField(choices=Sex.choices, initial=Sex.UNKNOWN)
+    year_of_birth = _year_field()
+
+
+class PatientSearchForm(forms.Form):
+    q = forms.CharField(label="Search by reference", required=False, max_length=64)
+
+
+# Cases --------------------------------------------------------------------------------------------------
+
+
+class CaseForm(forms.Form):
+    """A new case: an existing or new patient, an existing or new lesion, notes and 1-10 images."""
+
+    patient = forms.ModelChoiceField(
+        queryset=Patient.objects.none(), required=False, empty_label="New patient"
+    )
+    new_patient_reference = forms.CharField(
+        label="New patient reference",
+        max_length=64,
+        required=False,
+        widget=forms.TextInput(attrs={"autocomplete": "off"}),
+    )
+    new_patient_sex = forms.ChoiceField(label="Sex", choices=Sex.choices, initial=Sex.UNKNOWN, required=False)
+    new_patient_year_of_birth = _year_field()
+    lesion = forms.ModelChoiceField(queryset=Lesion.objects.none(), required=False, empty_label="New lesion")
+    site = forms.ChoiceField(
+        label="Anatomical site", choices=Site.choices, initial=Site.UNKNOWN, required=False
+    )
+    lesion_label = forms.CharField(
+        label="Lesion description",
+        max_length=100,
+        required=False,
+        help_text="Where exactly, e.g. 'left shoulder, 2 cm below the clavicle'.",
+    )
+    clinical_notes = forms.CharField(
+        label="Clinical notes", required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 4})
+    )
+    priority = forms.ChoiceField(choices=Priority.choices, initial=Priority.ROUTINE)
+    images = MultipleImageField(
+        label="Images",
+        required=False,
+        widget=MultipleImageInput(attrs={"accept": ACCEPTED_IMAGE_TYPES}),
+    )
+    submission_key = forms.CharField(max_length=64, widget=forms.HiddenInput)
+
+    def __init__(self, *args, patients=None, lesions=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["patient"].queryset = patients if patients is not None else Patient.objects.none()
+        self.fields["lesion"].queryset = lesions if lesions is not None else Lesion.objects.none()
+        self.fields["lesion"].label_from_instance = _lesion_label
+        self.fields["images"].widget.attrs["data-max-bytes"] = settings.TELEDER_MAX_IMAGE_BYTES
+        self.fields["images"].widget.attrs["data-max-files"] = settings.TELEDER_MAX_IMAGES_PER_CASE
+        if not self.is_bound and not self.initial.get("submission_key"):
+            self.initial["submission_key"] = uuid.uuid4().hex
+
+    def clean(self) -> dict:
+        data = super().clean()
+        patient, lesion = data.get("patient"), data.get("lesion")
+        if patient is None and not (data.get("new_patient_reference") or "").strip():
+            self.add_error("new_patient_reference", "Choose a patient or give a reference for a new one.")
+        if lesion is not None and (patient is None or lesion.patient_id != patient.pk):
+            self.add_error("lesion", "This lesion belongs to another patient.")
+        return data
+
+
+def _lesion_label(lesion: Lesion) -> str:
+    label = f" - {lesion.label}" if lesion.label else ""
+    return f"{lesion.patient.reference}: {lesion.get_site_display()}{label} (#{lesion.pk})"
+
+
+@dataclass(frozen=True)
+class StagedImage:
+    token: str
+    thumbnail: str  # a data: URI, so the page needs no extra permission-checked request
+
+
+class StagedImages:
+    """Images that passed ``clean_image`` on a submit that failed for another reason, kept (re-encoded)
+    so that the user does not have to pick them again. Stored per user; the token is a random name."""
+
+    _TOKEN = re.compile(r"^[0-9a-f]{32}\.(jpg|png)$")
+
+    def __init__(self, user: User) -> None:
+        self.prefix = f"staging/{user.pk}/"
+
+    @classmethod
+    def valid_token(cls, token: str) -> bool:
+        return bool(cls._TOKEN.match(token or ""))
+
+    def stage(self, uploads: Iterable) -> tuple[list[str], list[str]]:
+        """Keep every upload that is a valid image; return (tokens, messages for the others)."""
+        tokens, errors = [], []
+        for index, upload in enumerate(uploads, start=1):
+            try:
+                image = clean_image(upload, name=f"Image {index}")
+            except ValidationError as exc:
+                errors.extend(exc.messages)
+                continue
+            token = f"{uuid.uuid4().hex}.{image.extension}"
+            default_storage.save(self.prefix + token, ContentFile(image.content))
+            tokens.append(token)
+        return tokens, errors
+
+    def open(self, tokens: Iterable[str]) -> list:
+        files = []
+        for token in tokens:
+            if self.valid_token(token) and default_storage.exists(self.prefix + token):
+                with default_storage.open(self.prefix + token, "rb") as handle:
+                    files.append(ContentFile(handle.read(), name=token))
+        return files
+
+    def describe(self, tokens: Iterable[str]) -> list[StagedImage]:
+        described = []
+        for upload in self.open(tokens):
+            with Image.open(upload) as image:
+                image.thumbnail((160, 160))
+                out = io.BytesIO()
+                image.convert("RGB").save(out, format="JPEG", quality=80)
+            described.append(
+                StagedImage(
+                    upload.name, "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+                )
+            )
+        return described
+
+    def discard(self, tokens: Iterable[str]) -> None:
+        for token in tokens:
+            if self.valid_token(token):
+                default_storage.delete(self.prefix + token)
+
+
+# Reviews ------------------------------------------------------------------------------------------------
+
+
+class ReviewForm(forms.Form):
+    AI_CONFIRM, AI_OVERRIDE = "confirm", "override"
+
+    ai_assessment = forms.ChoiceField(
+        label="The AI's assessment",
+        choices=[(AI_CONFIRM, "Confirm the AI"), (AI_OVERRIDE, "Override the AI")],
+        widget=forms.RadioSelect,
+    )
+    diagnosis = forms.ChoiceField(choices=[("", "Choose a diagnosis")] + Diagnosis.choices)
+    malignant = forms.TypedChoiceField(
+        label="Malignant",
+        choices=[("yes", "Yes"), ("no", "No")],
+        coerce=lambda value: value == "yes",
+        widget=forms.RadioSelect,
+    )
+    management = forms.ChoiceField(choices=[("", "Choose management")] + Management.choices)
+    follow_up_months = forms.IntegerField(
+        label="Follow-up in (months)",
+        required=False,
+        min_value=1,
+        max_value=60,
+        widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
+    )
+    notes = forms.CharField(required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 4}))
+
+
+# Queue and admin filters --------------------------------------------------------------------------------
+
+
+class QueueFilterForm(forms.Form):
+    organization = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
+    band = forms.ChoiceField(required=False, choices=[("", "All bands")] + RiskBand.choices)
+    status = forms.ChoiceField(required=False, choices=[("", "Awaiting review")] + CaseStatus.choices)
+
+    def __init__(self, *args, organizations=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["organization"].choices = [("", "All organizations")] + [
+            (o.pk, o.name) for o in organizations
+        ]
+
+
+class AuditFilterForm(forms.Form):
+    actor = forms.TypedChoiceField(label="User", required=False, coerce=int, empty_value=None)
+    object_type = forms.CharField(label="Object type", required=False, max_length=64)
+    object_id = forms.CharField(label="Object id", required=False, max_length=64)
+
+    def __init__(self, *args, users=(), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["actor"].choices = [("", "Anyone")] + [(u.pk, str(u)) for u in users]

@@ -1,0 +1,34 @@
+"""Server-rendered pages. Views are thin: objects come from ``cases.selectors`` (which decides who may see
+what), writes go through ``cases.services``."""
+
+from cases.views.clinic import (
+    case_create,
+    case_detail,
+    case_image,
+    case_list,
+    case_status,
+    home,
+    patient_detail,
+    patient_list,
+)
+from cases.views.manage import audit_trail, case_retry, failed_cases, model_activate, model_detail, model_list
+from cases.views.review import review_case, review_queue
+
+__all__ = [
+    "audit_trail",
+    "case_create",
+    "case_detail",
+    "case_image",
+    "case_list",
+    "case_retry",
+    "case_status",
+    "failed_cases",
+    "home",
+    "model_activate",
+    "model_detail",
+    "model_list",
+    "patient_detail",
+    "patient_list",
+    "review_case",
+    "review_queue",
+]

@@ -1,0 +1,270 @@
+"""Clinician pages: home, patients, the new-case form, case lists and the live case page."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Count
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_http_methods
+
+from cases import selectors, services
+from cases.audit import audit_record
+from cases.forms import CaseForm, PatientForm, PatientSearchForm, StagedImages, add_service_errors
+from cases.models import CaseStatus
+from cases.views.common import case_context, case_payload, paginate, role_required
+from cases.vocabulary import Role
+
+SUBMITTERS = (Role.CLINICIAN, Role.ADMIN)
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    """One start page per role."""
+    user = request.user
+    context: dict = {}
+    if user.is_dermatologist:
+        queue = selectors.review_queue(user)
+        context["queue_top"] = queue[:5]
+        context["queue_counts"] = _band_counts(queue)
+        context["queue_total"] = queue.count()
+    elif user.is_platform_admin:
+        from inference.selectors import active_model_version
+
+        context["active_model"] = active_model_version()
+        context["failed_count"] = selectors.cases_visible_to(user).filter(status=CaseStatus.FAILED).count()
+    else:
+        cases = selectors.cases_visible_to(user).filter(submitted_by=user)
+        context["recent_cases"] = cases[:8]
+        context["status_counts"] = dict(
+            cases.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n")
+        )
+    return render(request, "cases/home.html", context)
+
+
+def _band_counts(queryset) -> dict[str, int]:
+    return dict(
+        queryset.order_by().values_list("risk_band").annotate(n=Count("pk")).values_list("risk_band", "n")
+    )
+
+
+# Patients -----------------------------------------------------------------------------------------------
+
+
+def _submit_organizations(user):
+    return [org for org in selectors.organizations_for(user) if selectors.can_submit(user, org)]
+
+
+@role_required(*SUBMITTERS)
+@require_http_methods(["GET", "POST"])
+def patient_list(request: HttpRequest) -> HttpResponse:
+    """Search the organization's patients by reference, and add one."""
+    search = PatientSearchForm(request.GET or None)
+    query = search.cleaned_data["q"] if search.is_valid() else ""
+    organizations = _submit_organizations(request.user)
+    form = PatientForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if not organizations:
+            raise PermissionDenied("You do not belong to an organization.")
+        try:
+            patient = services.patient_create(
+                actor=request.user,
+                organization=organizations[0],
+                reference=form.cleaned_data["reference"],
+                sex=form.cleaned_data["sex"],
+                year_of_birth=form.cleaned_data["year_of_birth"],
+            )
+        except ValidationError as exc:
+            add_service_errors(form, exc)
+        else:
+            messages.success(request, f"Patient {patient.reference} added.")
+            return redirect("patient_detail", patient_id=patient.pk)
+    page = paginate(request, selectors.patients_search(request.user, query))
+    status = 400 if request.method == "POST" else 200
+    return render(
+        request, "cases/patient_list.html", {"page": page, "search": search, "form": form}, status=status
+    )
+
+
+@role_required(*SUBMITTERS, Role.DERMATOLOGIST)
+@require_GET
+def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
+    patient = selectors.patient_get(request.user, patient_id)
+    lesions = selectors.lesions_visible_to(request.user).filter(patient=patient)
+    cases = selectors.cases_visible_to(request.user).filter(lesion__patient=patient)
+    return render(
+        request, "cases/patient_detail.html", {"patient": patient, "lesions": lesions, "cases": cases}
+    )
+
+
+# Cases --------------------------------------------------------------------------------------------------
+
+# Service error keys -> the form fields that hold what the user typed for them.
+_CASE_FIELD_MAP = {
+    "reference": "new_patient_reference",
+    "sex": "new_patient_sex",
+    "year_of_birth": "new_patient_year_of_birth",
+    "label": "lesion_label",
+}
+
+
+@role_required(*SUBMITTERS)
+@require_http_methods(["GET", "POST"])
+def case_create(request: HttpRequest) -> HttpResponse:
+    """The new-case form. A repeated submit (same hidden submission key) leads to the case already made; a
+    failed submit keeps every field and every valid image."""
+    user = request.user
+    patients = selectors.patients_visible_to(user)
+    lesions = selectors.lesions_visible_to(user)
+    staging = StagedImages(user)
+    kept = [token for token in request.POST.getlist("kept_images") if StagedImages.valid_token(token)]
+    if request.method == "GET":
+        initial = {}
+        if request.GET.get("patient"):
+            initial["patient"] = selectors.patient_get(user, request.GET["patient"]).pk
+        form = CaseForm(initial=initial, patients=patients, lesions=lesions)
+        return render(request, "cases/case_form.html", _case_form_context(form, patients, []))
+
+    key = (request.POST.get("submission_key") or "").strip()[:64]
+    existing = _submitted_with_key(user, key)
+    if existing is not None:
+        messages.info(request, f"Case {existing.pk} was already submitted.")
+        return redirect("case_detail", case_id=existing.pk)
+
+    form = CaseForm(request.POST, request.FILES, patients=patients, lesions=lesions)
+    uploads = request.FILES.getlist("images")
+    if form.is_valid():
+        try:
+            case = _submit(user, form.cleaned_data, staging.open(kept) + list(form.cleaned_data["images"]))
+        except ValidationError as exc:
+            # A concurrent double submit may have won while this one ran: lead to its case.
+            existing = _submitted_with_key(user, key)
+            if existing is not None:
+                return redirect("case_detail", case_id=existing.pk)
+            add_service_errors(form, exc, field_map=_CASE_FIELD_MAP)
+        except PermissionDenied as exc:
+            form.add_error(None, str(exc))
+        else:
+            staging.discard(kept)
+            messages.success(request, f"Case {case.pk} submitted. The AI analysis starts now.")
+            return redirect("case_detail", case_id=case.pk)
+
+    new_tokens, image_errors = staging.stage(uploads)
+    if "images" not in form.errors:
+        for message in image_errors:
+            form.add_error("images", message)
+        if not uploads and not kept:
+            form.add_error("images", "Add at least one image.")
+    kept_images = staging.describe(kept + new_tokens)
+    return render(
+        request, "cases/case_form.html", _case_form_context(form, patients, kept_images), status=400
+    )
+
+
+def _submitted_with_key(user, key: str):
+    if not key:
+        return None
+    return selectors.cases_visible_to(user).filter(submitted_by=user, submission_key=key).first()
+
+
+def _submit(user, data: dict, images: list):
+    """The patient and lesion a new case needs, and the case, in one transaction: all or nothing."""
+    with transaction.atomic():
+        patient = data["patient"]
+        if patient is None:
+            organizations = _submit_organizations(user)
+            if not organizations:
+                raise PermissionDenied("You do not belong to an organization.")
+            patient = services.patient_create(
+                actor=user,
+                organization=organizations[0],
+                reference=data["new_patient_reference"],
+                sex=data["new_patient_sex"] or "unknown",
+                year_of_birth=data["new_patient_year_of_birth"],
+            )
+        lesion = data["lesion"] or services.lesion_create(
+            actor=user, patient=patient, site=data["site"] or "unknown", label=data["lesion_label"]
+        )
+        return services.case_submit(
+            actor=user,
+            lesion=lesion,
+            images=images,
+            clinical_notes=data["clinical_notes"],
+            priority=data["priority"],
+            submission_key=data["submission_key"],
+        ).case
+
+
+def _case_form_context(form: CaseForm, patients, kept_images: list) -> dict:
+    from django.conf import settings
+
+    return {
+        "form": form,
+        "patients": patients,
+        "kept_images": kept_images,
+        "max_image_mb": settings.TELEDER_MAX_IMAGE_BYTES // (1024 * 1024),
+        "max_images": settings.TELEDER_MAX_IMAGES_PER_CASE,
+    }
+
+
+@login_required
+@require_GET
+def case_list(request: HttpRequest) -> HttpResponse:
+    """The user's cases (a clinician's own; everything visible for others), newest first."""
+    cases = selectors.cases_visible_to(request.user)
+    if request.user.is_clinician:
+        cases = cases.filter(submitted_by=request.user)
+    status = request.GET.get("status", "")
+    if status in CaseStatus.values:
+        cases = cases.filter(status=status)
+    return render(
+        request,
+        "cases/case_list.html",
+        {
+            "page": paginate(request, cases),
+            "status": status,
+            "statuses": CaseStatus.choices,
+            "query": f"status={status}" if status else "",
+        },
+    )
+
+
+@login_required
+@require_GET
+def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
+    case = selectors.case_detail(request.user, case_id)
+    audit_record(actor=request.user, action="case.view", obj=case)
+    context = case_context(case)
+    context["can_review"] = selectors.can_review(request.user, case)
+    return render(request, "cases/case_detail.html", context)
+
+
+@login_required
+@require_GET
+def case_status(request: HttpRequest, case_id: int) -> JsonResponse:
+    """What the live case page polls: status, risk per image, review and reports, plus the rendered panel."""
+    case = selectors.case_detail(request.user, case_id)
+    context = case_context(case)
+    payload = case_payload(context)
+    payload["html"] = render_to_string("cases/_case_live.html", context, request=request)
+    response = JsonResponse(payload)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_GET
+def case_image(request: HttpRequest, case_id: int, image_id: int) -> FileResponse:
+    """One image of a visible case (never a public media URL); every read is audited."""
+    case = selectors.case_get(request.user, case_id)
+    image = case.images.filter(pk=image_id).first()
+    if image is None:
+        raise Http404("No such image.")
+    audit_record(
+        actor=request.user, action="image.view", obj=image, organization=case.organization, case=case.pk
+    )
+    response = FileResponse(image.file.open("rb"), content_type=image.content_type)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
