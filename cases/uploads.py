@@ -7,7 +7,9 @@ appended to the file are gone, and the client's file name is never used.
 
 import hashlib
 import io
+import re
 import warnings
+import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -20,6 +22,8 @@ _MAGIC = {
     b"\x89PNG\r\n\x1a\n": ("PNG", "image/png"),
 }
 MIN_SIDE_PX = 32
+# Polyglots: markup that a browser or an interpreter would run, anywhere in the file (ASVS 5.2.x).
+_MARKUP = re.compile(rb"<\s*(?:script|html|body|iframe|object|embed|svg)\b|<\?php", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,18 @@ def _read_limited(upload: BinaryIO, limit: int) -> bytes:
     return data
 
 
+def _refuse_embedded_content(data: bytes, name: str) -> None:
+    """An image that is also a web page or an archive is refused outright, not just re-encoded."""
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        raise ValidationError(
+            f"{name} has an archive (ZIP) hidden in it and was refused.", code="embedded_archive"
+        )
+    if _MARKUP.search(data):
+        raise ValidationError(
+            f"{name} contains embedded HTML or script and was refused.", code="embedded_markup"
+        )
+
+
 def clean_image(upload: BinaryIO, *, name: str = "image") -> CleanImage:
     """Validate one uploaded image and return its re-encoded, metadata-free bytes.
 
@@ -56,6 +72,7 @@ def clean_image(upload: BinaryIO, *, name: str = "image") -> CleanImage:
     if detected is None:
         raise ValidationError(f"{name} is not a JPEG or PNG image.", code="unsupported_type")
     expected_format, content_type = detected
+    _refuse_embedded_content(data, name)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
