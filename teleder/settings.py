@@ -325,6 +325,7 @@ TELEDER_API_THROTTLE_RATES = {
 SPECTACULAR_SETTINGS.update(
     {
         "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+        "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
         "COMPONENT_NO_READ_ONLY_REQUIRED": False,
         "ENUM_NAME_OVERRIDES": {
             "CaseStatusEnum": "cases.models.CaseStatus",

@@ -20,6 +20,8 @@ from cases.models import (
 from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Role, Sex, Site
 from inference.models import ModelStatus, ModelVersion
 
+MAX_ID = 10**18 - 1  # ids fit a signed 64-bit integer on every database (and the URL converter)
+
 # Errors ------------------------------------------------------------------------------------------------
 
 
@@ -114,7 +116,10 @@ class PatientSerializer(serializers.ModelSerializer):
 
 class PatientCreateSerializer(serializers.Serializer):
     organization = serializers.IntegerField(
-        required=False, min_value=1, help_text="Required only for users of several organizations."
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        help_text="Required only for users of several organizations.",
     )
     reference = serializers.CharField(
         max_length=64, help_text="Pseudonymous reference, unique in the organization (never a name)."
@@ -137,13 +142,13 @@ class LesionSerializer(serializers.ModelSerializer):
 
 
 class LesionCreateSerializer(serializers.Serializer):
-    patient = serializers.IntegerField(min_value=1)
+    patient = serializers.IntegerField(min_value=1, max_value=MAX_ID)
     site = serializers.ChoiceField(choices=Site.choices, default=Site.UNKNOWN)
     label = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
 
 
 class LesionFilterSerializer(serializers.Serializer):
-    patient = serializers.IntegerField(required=False, min_value=1)
+    patient = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
 
 # Model versions ------------------------------------------------------------------------------------------
@@ -287,7 +292,7 @@ class CaseListSerializer(serializers.ModelSerializer):
     risk_band = serializers.ChoiceField(
         choices=[*RiskBand.choices, ("", "Not analysed")], help_text="Empty until the analysis is done."
     )
-    image_count = serializers.IntegerField()
+    image_count = serializers.SerializerMethodField()
     model_version = ModelVersionBriefSerializer(allow_null=True)
 
     class Meta:
@@ -308,6 +313,11 @@ class CaseListSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    def get_image_count(self, obj: Case) -> int:
+        # Lists annotate the count; the detail view has the images prefetched.
+        count = getattr(obj, "image_count", None)
+        return count if count is not None else len(obj.images.all())
 
 
 class CaseStatusSerializer(serializers.ModelSerializer):
@@ -356,7 +366,9 @@ class CaseDetailSerializer(CaseListSerializer):
 
 
 class CaseCreateSerializer(serializers.Serializer):
-    lesion = serializers.IntegerField(min_value=1, help_text="The lesion this case documents.")
+    lesion = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, help_text="The lesion this case documents."
+    )
     clinical_notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.ROUTINE)
     images = serializers.ListField(
@@ -382,9 +394,9 @@ class CaseFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=CaseStatus.choices, required=False)
     risk_band = serializers.ChoiceField(choices=RiskBand.choices, required=False)
     priority = serializers.ChoiceField(choices=Priority.choices, required=False)
-    organization = serializers.IntegerField(required=False, min_value=1)
-    patient = serializers.IntegerField(required=False, min_value=1)
-    lesion = serializers.IntegerField(required=False, min_value=1)
+    organization = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    patient = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    lesion = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     created_after = serializers.DateTimeField(required=False, help_text="ISO 8601, inclusive.")
     created_before = serializers.DateTimeField(required=False, help_text="ISO 8601, exclusive.")
     ordering = serializers.ChoiceField(
@@ -406,7 +418,7 @@ class QueueFilterSerializer(serializers.Serializer):
         help_text="Default: awaiting_review.",
     )
     risk_band = serializers.ChoiceField(choices=RiskBand.choices, required=False)
-    organization = serializers.IntegerField(required=False, min_value=1)
+    organization = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
 

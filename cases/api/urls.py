@@ -1,11 +1,26 @@
 """The REST API: v1 under /api/v1/, the OpenAPI 3 schema at /api/schema/ and Swagger UI at /api/docs/."""
 
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cases.api import views
 
 app_name = "api"
+
+
+class IdConverter:
+    """Database ids: at most 18 digits, so that a huge number in a URL is a 404 rather than an overflow."""
+
+    regex = "[0-9]{1,18}"
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
+register_converter(IdConverter, "id")
 
 v1 = [
     path("auth/login/", views.LoginView.as_view(), name="login"),
@@ -14,22 +29,22 @@ v1 = [
     path("me/", views.MeView.as_view(), name="me"),
     path("organizations/", views.OrganizationListView.as_view(), name="organization-list"),
     path("patients/", views.PatientListView.as_view(), name="patient-list"),
-    path("patients/<int:pk>/", views.PatientDetailView.as_view(), name="patient-detail"),
+    path("patients/<id:pk>/", views.PatientDetailView.as_view(), name="patient-detail"),
     path("lesions/", views.LesionListView.as_view(), name="lesion-list"),
-    path("lesions/<int:pk>/", views.LesionDetailView.as_view(), name="lesion-detail"),
+    path("lesions/<id:pk>/", views.LesionDetailView.as_view(), name="lesion-detail"),
     path("cases/", views.CaseListView.as_view(), name="case-list"),
-    path("cases/<int:pk>/", views.CaseDetailView.as_view(), name="case-detail"),
-    path("cases/<int:pk>/status/", views.CaseStatusView.as_view(), name="case-status"),
-    path("cases/<int:pk>/images/", views.CaseImagesView.as_view(), name="case-images"),
-    path("cases/<int:pk>/reviews/", views.CaseReviewView.as_view(), name="case-review"),
+    path("cases/<id:pk>/", views.CaseDetailView.as_view(), name="case-detail"),
+    path("cases/<id:pk>/status/", views.CaseStatusView.as_view(), name="case-status"),
+    path("cases/<id:pk>/images/", views.CaseImagesView.as_view(), name="case-images"),
+    path("cases/<id:pk>/reviews/", views.CaseReviewView.as_view(), name="case-review"),
     path("queue/", views.QueueView.as_view(), name="queue"),
     path("reports/verify/", views.ReportVerifyView.as_view(), name="report-verify"),
     path("reports/<uuid:uid>/", views.ReportDetailView.as_view(), name="report-detail"),
     path("reports/<uuid:uid>/download/", views.ReportDownloadView.as_view(), name="report-download"),
     path("model-versions/", views.ModelVersionListView.as_view(), name="model-version-list"),
-    path("model-versions/<int:pk>/", views.ModelVersionDetailView.as_view(), name="model-version-detail"),
+    path("model-versions/<id:pk>/", views.ModelVersionDetailView.as_view(), name="model-version-detail"),
     path(
-        "model-versions/<int:pk>/activate/",
+        "model-versions/<id:pk>/activate/",
         views.ModelVersionActivateView.as_view(),
         name="model-version-activate",
     ),
