@@ -320,6 +320,19 @@ class Report(models.Model):
         return self.supersedes_id is not None
 
 
+class AuditEventQuerySet(models.QuerySet):
+    """Bulk updates and deletes would bypass the model's own refusal: refuse them here too."""
+
+    def update(self, **kwargs):
+        raise PermissionDenied("Audit events are append-only.")
+
+    def delete(self):
+        raise PermissionDenied("Audit events are append-only.")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise PermissionDenied("Audit events are append-only.")
+
+
 class AuditEvent(models.Model):
     """Append-only record of who did what to which object, when and from where."""
 
@@ -336,6 +349,8 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=64, blank=True)
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

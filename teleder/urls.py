@@ -3,7 +3,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from cases.audit_export import audit_export
+
 urlpatterns = [
+    path("admin/audit/export.csv", audit_export, name="audit_export"),
     path("admin/", admin.site.urls),
     path("api/", include("cases.api.urls")),
     path("reports/", include("cases.reports.urls")),
