@@ -36,7 +36,8 @@ class TokenPair:
     user: User
 
 
-def _pair(user: User) -> TokenPair:
+def issue_tokens(user: User) -> TokenPair:
+    """A new session for an already authenticated user: a refresh token and its first access token."""
     refresh = RefreshToken.for_user(user)  # records an OutstandingToken
     access = refresh.access_token
     access[SESSION_CLAIM] = refresh[jwt_settings.JTI_CLAIM]
@@ -54,7 +55,7 @@ def token_login(*, request: HttpRequest, username: str, password: str) -> TokenP
     user = authenticate(request=request, username=username, password=password)
     if user is None or not user.is_active:
         raise exceptions.AuthenticationFailed("Wrong username or password.", code="invalid_credentials")
-    pair = _pair(user)
+    pair = issue_tokens(user)
     User.objects.filter(pk=user.pk).update(last_login=timezone.now())
     audit_record(actor=user, action="api.login", obj=user)
     return pair
@@ -85,7 +86,7 @@ def token_refresh(*, refresh: str) -> TokenPair:
     _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
     if not created:
         raise exceptions.AuthenticationFailed("The refresh token was already used.", code="token_not_valid")
-    return _pair(outstanding.user)
+    return issue_tokens(outstanding.user)
 
 
 @transaction.atomic

@@ -4,7 +4,7 @@ import string
 
 from django.conf import settings
 from django.db.models import Count, F, QuerySet
-from django.http import FileResponse, Http404
+from django.http import Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
@@ -550,18 +550,13 @@ class ReportDownloadView(ApiView):
             (200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY, description="The signed PDF.")
         },
     )
-    def get(self, request: Request, uid: str) -> FileResponse:
-        report = selectors.report_get(request.user, uid)
-        audit_record(
-            actor=request.user, action="report.download", obj=report, organization=report.case.organization
-        )
-        response = FileResponse(
-            report.file.open("rb"),
-            content_type="application/pdf",
-            as_attachment=True,
-            filename=f"teleder-report-{report.uid}.pdf",
-        )
-        response["X-Report-SHA256"] = report.sha256
+    def get(self, request: Request, uid: str) -> HttpResponse:
+        from cases.reports.services import report_download  # the reports area checks and audits it
+
+        download = report_download(actor=request.user, uid=uid)
+        response = HttpResponse(download.content, content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="{download.filename}"'
+        response["X-Report-SHA256"] = download.report.sha256
         return response
 
 

@@ -3,10 +3,10 @@ included) matches the documented status codes, content types and schemas. Bounde
 
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from cases.api.authentication import _pair
+from cases.api.authentication import issue_tokens
 from teleder.wsgi import application
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
@@ -69,5 +69,5 @@ def test_api_conforms_to_its_schema(case, fuzz_world):
         if case.path.startswith(("/api/v1/queue", "/api/v1/cases/{pk}/reviews"))
         else "clinician"
     )
-    token = _pair(fuzz_world[role]).access
+    token = issue_tokens(fuzz_world[role]).access
     case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
