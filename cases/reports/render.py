@@ -1,0 +1,141 @@
+"""Rendering a report to PDF with xhtml2pdf from ``templates/reports/report.html``.
+
+``ReportContent`` holds everything printed, as plain values, so rendering needs no database (the service
+builds it from a review; the benchmark builds it directly).
+"""
+
+import base64
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import BinaryIO
+
+import qrcode
+from django.template.loader import render_to_string
+from PIL import Image, ImageOps
+from xhtml2pdf import pisa
+from xhtml2pdf.config.resources import ResourceAccessPolicy
+
+THUMBNAIL_PX = 360
+# The box each image is fitted into on the page, in points.
+THUMBNAIL_BOX = (150, 112)
+# A Unicode font (names, notes) when the system has one; xhtml2pdf falls back to Helvetica otherwise.
+FONT_CANDIDATES = (
+    (
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    ),
+)
+
+
+class RenderError(Exception):
+    """xhtml2pdf could not produce the PDF."""
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    position: int
+    thumbnail: str  # data URI
+    probability: float | None
+    risk_band: str
+    model_version: str
+    width: int = 150  # points on the page, aspect ratio kept
+    height: int = 112
+
+
+@dataclass(frozen=True)
+class ReportContent:
+    uid: str
+    organization: str
+    case_id: int
+    patient_reference: str
+    age: int | None
+    sex: str
+    site: str
+    lesion_label: str
+    priority: str
+    clinical_notes: str
+    submitted_at: dt.datetime
+    analysed_at: dt.datetime | None
+    reviewed_at: dt.datetime
+    signed_at: dt.datetime
+    case_risk: float | None
+    case_risk_band: str
+    model_version: str
+    diagnosis: str
+    malignant: bool
+    management: str
+    follow_up_months: int | None
+    notes: str
+    agrees_with_ai: bool
+    signer_name: str
+    verification_url: str
+    images: list[ImageRow] = field(default_factory=list)
+    is_addendum: bool = False
+    supersedes_uid: str = ""
+    supersedes_signed_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    data_uri: str
+    width: int  # points, fitted into THUMBNAIL_BOX
+    height: int
+
+
+def thumbnail(source: BinaryIO | Path | str, max_px: int = THUMBNAIL_PX) -> Thumbnail:
+    """A small JPEG of an image as a data URI (large JPEGs are decoded at reduced scale)."""
+    with Image.open(source) as image:
+        image.draft("RGB", (max_px, max_px))
+        image = ImageOps.exif_transpose(image).convert("RGB")
+        image.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=85)
+        scale = min(THUMBNAIL_BOX[0] / image.width, THUMBNAIL_BOX[1] / image.height)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return Thumbnail("data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode(), *size)
+
+
+def qr_data_uri(text: str) -> str:
+    qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, box_size=6, border=2)
+    qr.add_data(text)
+    qr.make(fit=True)
+    out = io.BytesIO()
+    qr.make_image(fill_color="black", back_color="white").save(out)
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+@cache
+def _fonts() -> tuple[str, str] | None:
+    for regular, bold in FONT_CANDIDATES:
+        if Path(regular).is_file() and Path(bold).is_file():
+            return regular, bold
+    return None
+
+
+def report_html(content: ReportContent) -> str:
+    return render_to_string(
+        "reports/report.html",
+        {"report": content, "qr": qr_data_uri(content.verification_url), "fonts": _fonts()},
+    )
+
+
+def _policy() -> ResourceAccessPolicy:
+    # Nothing is fetched while rendering: images are data URIs; only the font folder may be read.
+    fonts = _fonts()
+    return ResourceAccessPolicy(
+        allow_remote=False,
+        base_dir=Path(fonts[0]).parent if fonts else None,
+        max_render_seconds=60,
+    )
+
+
+def render_report_pdf(content: ReportContent) -> bytes:
+    """The unsigned report PDF."""
+    out = io.BytesIO()
+    status = pisa.CreatePDF(report_html(content), dest=out, encoding="utf-8", resource_policy=_policy())
+    if status.err:
+        raise RenderError(f"The report could not be rendered ({status.err} errors).")
+    return out.getvalue()
