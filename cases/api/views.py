@@ -3,7 +3,8 @@
 import string
 
 from django.conf import settings
-from django.db.models import Count, F, QuerySet
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -25,7 +26,7 @@ from cases.api.permissions import IsPlatformAdminOrReadOnly, IsReviewer
 from cases.api.schema import ApiAutoSchema
 from cases.api.throttling import ApiUserThrottle, LoginThrottle, UploadThrottle
 from cases.audit import audit_record
-from cases.models import Case, CaseStatus, User
+from cases.models import Case, CaseStatus, LesionImage, User
 from cases.vocabulary import Role
 from inference.models import ModelVersion
 
@@ -328,7 +329,10 @@ class LesionDetailView(ApiView):
 
 
 def _with_counts(qs: QuerySet[Case]) -> QuerySet[Case]:
-    return qs.annotate(image_count=Count("images", distinct=True))
+    # A correlated subquery rather than JOIN + GROUP BY: only the page's rows are counted, and the
+    # paginator's COUNT(*) drops the unused annotation instead of grouping every case.
+    images = LesionImage.objects.filter(case=OuterRef("pk")).order_by().values("case").annotate(n=Count("pk"))
+    return qs.annotate(image_count=Coalesce(Subquery(images.values("n")), 0))
 
 
 def _filter_cases(qs: QuerySet[Case], params: dict) -> QuerySet[Case]:
