@@ -7,7 +7,8 @@ builds it from a review; the benchmark builds it directly).
 import base64
 import datetime as dt
 import io
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +29,14 @@ FONT_CANDIDATES = (
         "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
     ),
 )
+
+
+# Only spaces let xhtml2pdf wrap a line: longer unbroken tokens get one every this many characters.
+LONGEST_TOKEN = 40
+_LONG_TOKEN = re.compile(rf"\S{{{LONGEST_TOKEN + 1},}}")
+_BLANK_LINES = re.compile(r"\n\s*\n(\s*\n)+")
+# Printed as given: identifiers and the address a reader may type.
+_VERBATIM = {"uid", "verification_url", "supersedes_uid"}
 
 
 class RenderError(Exception):
@@ -115,10 +124,30 @@ def _fonts() -> tuple[str, str] | None:
     return None
 
 
+def wrappable(text: str) -> str:
+    """Text that fits the page: long unbroken tokens split with spaces, runs of blank lines collapsed."""
+    text = _BLANK_LINES.sub("\n\n", text.replace("\r\n", "\n").strip())
+    return _LONG_TOKEN.sub(
+        lambda m: " ".join(
+            m.group(0)[i : i + LONGEST_TOKEN] for i in range(0, len(m.group(0)), LONGEST_TOKEN)
+        ),
+        text,
+    )
+
+
+def _printable(content: ReportContent) -> ReportContent:
+    changes = {
+        f.name: wrappable(getattr(content, f.name))
+        for f in fields(content)
+        if f.name not in _VERBATIM and isinstance(getattr(content, f.name), str)
+    }
+    return replace(content, **changes)
+
+
 def report_html(content: ReportContent) -> str:
     return render_to_string(
         "reports/report.html",
-        {"report": content, "qr": qr_data_uri(content.verification_url), "fonts": _fonts()},
+        {"report": _printable(content), "qr": qr_data_uri(content.verification_url), "fonts": _fonts()},
     )
 
 

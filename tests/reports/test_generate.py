@@ -10,11 +10,12 @@ import subprocess
 import pytest
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pypdf import PdfReader
 
 from cases import services
 from cases.models import AuditEvent, CaseStatus, Report, Review
 from cases.reports import verify
-from cases.reports.render import ReportContent, render_report_pdf
+from cases.reports.render import ReportContent, render_report_pdf, wrappable
 from cases.reports.services import report_generate
 from tests.reports.helpers import pdf_text, stored_bytes
 
@@ -225,3 +226,19 @@ def test_report_of_a_case_that_is_not_reviewed_is_refused(analysed_case, dermato
     assert not Report.objects.exists()
     analysed_case.refresh_from_db()
     assert analysed_case.status == CaseStatus.AWAITING_REVIEW
+
+
+def test_wrappable_splits_long_tokens_and_collapses_blank_lines():
+    text = wrappable("a " + "x" * 100 + "\n\n\n\n\nb")
+    assert text == "a " + " ".join(["x" * 40, "x" * 40, "x" * 20]) + "\n\nb"
+    assert wrappable("ordinary words stay as they are") == "ordinary words stay as they are"
+
+
+@pytest.mark.django_db
+def test_long_free_text_flows_over_pages_and_is_all_printed():
+    notes = " ".join(f"finding{i:04d}" for i in range(600))  # about 7,000 characters
+    pdf = render_report_pdf(_plain_content(notes=notes, clinical_notes="y" * 300, patient_reference="R" * 64))
+    text = pdf_text(pdf)
+    assert "finding0000" in text and "finding0599" in text
+    assert text.count("y" * 40) >= 7  # the unbroken token was split into printable pieces, none lost
+    assert len(PdfReader(io.BytesIO(pdf)).pages) >= 2
