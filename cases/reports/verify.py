@@ -133,10 +133,11 @@ class SignatureCheck:
     claimed_uid: str | None = None
 
 
-def check_signature(data: bytes) -> SignatureCheck:
-    """Parse ``data`` as a PDF and validate its signature against the trust roots. Raises nothing."""
+def check_signature(data: bytes, *, at: dt.datetime | None = None) -> SignatureCheck:
+    """Parse ``data`` as a PDF and validate its signature against the trust roots, with the certificates
+    checked at time ``at`` (default: now). Raises nothing."""
     try:
-        return _check_signature(data)
+        return _check_signature(data, at)
     except Exception as exc:  # noqa: BLE001 - a hostile or broken file must give an answer, never a 500
         logger.info("an uploaded PDF could not be read (%s: %.200s)", type(exc).__name__, exc)
         return SignatureCheck(
@@ -145,7 +146,7 @@ def check_signature(data: bytes) -> SignatureCheck:
         )
 
 
-def _check_signature(data: bytes) -> SignatureCheck:
+def _check_signature(data: bytes, at: dt.datetime | None) -> SignatureCheck:
     reader = PdfFileReader(io.BytesIO(data), strict=False)
     signatures = reader.embedded_signatures
     if not signatures:
@@ -155,7 +156,7 @@ def _check_signature(data: bytes) -> SignatureCheck:
         )
     embedded = signatures[-1]
     try:
-        context = ValidationContext(trust_roots=signing.trust_roots(), allow_fetching=False)
+        context = ValidationContext(trust_roots=signing.trust_roots(), allow_fetching=False, moment=at)
         status = validate_pdf_signature(embedded, context)
     except Exception as exc:  # noqa: BLE001 - a damaged signature container
         logger.info(
@@ -198,7 +199,7 @@ def _check_signature(data: bytes) -> SignatureCheck:
     if not status.trusted:
         return SignatureCheck(
             status=UNTRUSTED,
-            message="The PDF is signed, but not by this platform: the signer is unknown here.",
+            message="The PDF is signed, but not by this platform: the signer (or their certificate) is unknown here.",
             intact=True,
             **common,
         )
@@ -216,11 +217,13 @@ def verify_report_pdf(data: bytes) -> VerificationResult:
         return VerificationResult(
             status=NOT_PDF, message="This file is not a PDF. Upload the report as it was downloaded.", **base
         )
-    check = check_signature(data)
+    stored = Report.objects.select_related("supersedes").filter(sha256=base["sha256"]).first()
+    # A file we stored is checked as of when we signed it (our record dates it), so that a report stays
+    # valid after its signer's certificate expires; any other file is checked as of now.
+    check = check_signature(data, at=stored.signed_at if stored else None)
     found = {"intact": check.intact, "trusted": check.trusted, **base, **check.signature}
     if check.status != VALID:
         return VerificationResult(status=check.status, message=check.message, **found)
-    stored = Report.objects.select_related("supersedes").filter(sha256=base["sha256"]).first()
     if stored is None:
         if check.claimed_uid and Report.objects.filter(uid=check.claimed_uid).exists():
             found["intact"] = False

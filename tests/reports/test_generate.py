@@ -242,3 +242,11 @@ def test_long_free_text_flows_over_pages_and_is_all_printed():
     assert "finding0000" in text and "finding0599" in text
     assert text.count("y" * 40) >= 7  # the unbroken token was split into printable pieces, none lost
     assert len(PdfReader(io.BytesIO(pdf)).pages) >= 2
+
+
+def test_certificates_are_checked_as_of_the_given_time(report):
+    data = stored_bytes(report)
+    assert verify.check_signature(data, at=report.signed_at).status == verify.VALID
+    # Ten years earlier the signer's certificate did not exist yet: not trusted at that moment.
+    long_before = report.signed_at.replace(year=report.signed_at.year - 10)
+    assert verify.check_signature(data, at=long_before).status == verify.UNTRUSTED

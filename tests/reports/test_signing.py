@@ -151,3 +151,9 @@ def test_institution_pkcs12_with_a_wrong_passphrase_is_a_clear_error(review, set
     settings.TELEDER_SIGNING_PKCS12_PASSPHRASE = "wrong"
     with pytest.raises(signing.SigningError, match="PKCS#12"):
         report_generate(review_id=review.pk)
+
+
+def test_init_signing_ca_is_quiet_at_verbosity_0(signing_dir):
+    out = io.StringIO()
+    call_command("init_signing_ca", verbosity=0, stdout=out)
+    assert out.getvalue() == "" and (signing_dir / "ca" / "ca.cert.pem").is_file()

@@ -16,13 +16,15 @@ class Command(BaseCommand):
         parser.add_argument("--common-name", default="TeleDerm Signing CA", help="The CA certificate's name.")
         parser.add_argument("--organization", default="TeleDerm", help="Organization in the CA certificate.")
 
-    def handle(self, *args, common_name: str, organization: str, **options) -> None:
+    def handle(self, *args, common_name: str, organization: str, verbosity: int = 1, **options) -> None:
         try:
             info = signing.ca_init(common_name=common_name, organization=organization)
         except signing.SigningError as exc:
             raise CommandError(str(exc)) from exc
         except OSError as exc:
             raise CommandError(f"Cannot write under {signing.signing_dir()}: {exc.strerror or exc}") from exc
+        if verbosity == 0:
+            return
         if info.created:
             self.stdout.write(self.style.SUCCESS(f"Created the signing CA {info.subject}."))
         else:
