@@ -9,6 +9,7 @@ when they expire. The check costs one query per request, which also loads the us
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import transaction
 from django.http import HttpRequest
@@ -52,7 +53,17 @@ def issue_tokens(user: User) -> TokenPair:
 
 def token_login(*, request: HttpRequest, username: str, password: str) -> TokenPair:
     """Check the credentials (through django-axes' lock-out) and start a session."""
-    user = authenticate(request=request, username=username, password=password)
+    http_request = getattr(request, "_request", request)  # axes marks the Django request, not DRF's wrapper
+    user = authenticate(request=http_request, username=username, password=password)
+    if getattr(http_request, "axes_locked_out", False):
+        # Answered here in the API's error format rather than by axes' middleware (an HTML page).
+        http_request.axes_locked_out = False
+        cool_off = settings.AXES_COOLOFF_TIME
+        raise exceptions.Throttled(
+            wait=float(cool_off) * 3600 if isinstance(cool_off, int | float) else None,
+            detail="Too many failed logins: this account is locked for a while.",
+            code="locked_out",
+        )
     if user is None or not user.is_active:
         raise exceptions.AuthenticationFailed("Wrong username or password.", code="invalid_credentials")
     pair = issue_tokens(user)

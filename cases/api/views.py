@@ -160,7 +160,7 @@ class LoginView(_TokenEndpoint):
         tags=["auth"],
         summary="Log in and start a session",
         description="Returns a short-lived access token and a refresh token. Repeated failures lock the "
-        "account for a while (403).",
+        "account for a while (429 `locked_out`).",
         request=s.LoginSerializer,
         responses={200: s.TokenPairSerializer},
         examples=[

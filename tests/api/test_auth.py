@@ -3,6 +3,7 @@
 import pytest
 
 from tests.api.conftest import login
+from tests.factories import PASSWORD
 
 ME = "/api/v1/me/"
 
@@ -135,3 +136,14 @@ def test_requests_are_throttled_per_user(client_for, clinician, dermatologist, s
 def test_unknown_api_path_is_json_404(client_for, clinician):
     response = client_for(clinician).get("/api/v1/nothing-here/")
     assert_error(response, 404, "not_found")
+
+
+def test_repeated_failed_logins_lock_the_account_with_a_429(api_client, clinician, settings):
+    settings.AXES_ENABLED = True
+    settings.AXES_FAILURE_LIMIT = 2
+    for _ in range(2):
+        api_client.post("/api/v1/auth/login/", {"username": "clin", "password": "wrong"}, format="json")
+    locked = api_client.post("/api/v1/auth/login/", {"username": "clin", "password": PASSWORD}, format="json")
+    assert_error(locked, 429, "locked_out")
+    assert int(locked["Retry-After"]) > 0
+    assert "access" not in locked.json()
