@@ -1,0 +1,189 @@
+"""Analysis of one case and the sweeper that makes sure no case is lost. Celery tasks call these.
+
+``case_analyse``: claim the case, read its stored images, run the active ensemble on all of them as one
+batch and record the results. Permanent problems (no active model, an unreadable or missing image, a model
+that fails or returns something that is not a probability) move the case to failed with a reason a person can
+act on. Transient problems (database or storage unavailable) propagate as exceptions so that the task retries.
+"""
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.utils import timezone
+
+from cases.models import Case, CaseStatus, LesionImage, Report
+from cases.selectors import current_review
+from cases.services import (
+    IllegalTransition,
+    ImageResult,
+    case_claim_for_analysis,
+    case_fail,
+    case_record_analysis,
+    enqueue_analysis,
+    enqueue_report,
+)
+from inference.package import PackageError
+from inference.preprocessing import PreprocessingError, load_image
+from inference.registry import ensemble_for
+from inference.runtime import ModelError
+from inference.selectors import active_model_version
+
+logger = logging.getLogger(__name__)
+
+# Test-only: seconds to sleep after claiming a case, so that tests can kill a worker mid-task. Ignored
+# outside the test settings.
+TEST_DELAY_ENV = "TELEDER_TEST_ANALYSIS_DELAY_S"
+
+
+NO_ACTIVE_MODEL = (
+    "No AI model is active. An administrator must activate one (manage.py activate_model) "
+    "and then retry this case."
+)
+
+
+class TransientAnalysisError(Exception):
+    """Something outside the case failed (storage unreachable): retry later, do not fail the case."""
+
+
+def analysis_fail(case_id: int, reason: str) -> Case | None:
+    """Fail the case with ``reason`` unless another run has already moved it on."""
+    try:
+        return case_fail(case_id=case_id, reason=reason)
+    except IllegalTransition:  # another run finished the case meanwhile
+        return None
+
+
+def _test_delay() -> None:
+    if settings.TESTING and os.environ.get(TEST_DELAY_ENV):
+        time.sleep(float(os.environ[TEST_DELAY_ENV]))
+
+
+def _read_image(image: LesionImage) -> bytes:
+    try:
+        with image.file.open("rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise TransientAnalysisError(f"image {image.pk} could not be read from storage: {exc}") from exc
+
+
+def case_analyse(*, case_id: int) -> Case | None:
+    """Analyse one case; return it (awaiting review or failed), or None if there was nothing to do."""
+    case = case_claim_for_analysis(case_id=case_id)
+    if case is None:
+        return None
+    _test_delay()
+    version = active_model_version()
+    if version is None:
+        return analysis_fail(case_id, NO_ACTIVE_MODEL)
+    try:
+        ensemble = ensemble_for(version)
+    except (PackageError, ValueError) as exc:
+        return analysis_fail(case_id, f"The active model {version} could not be loaded: {exc}.")
+    images = list(case.images.order_by("position"))
+    if not images:
+        return analysis_fail(case_id, "The case has no images to analyse.")
+    decoded = []
+    for image in images:
+        label = f"Image {image.position + 1}"
+        try:
+            decoded.append(load_image(_read_image(image)))
+        except FileNotFoundError:
+            return analysis_fail(
+                case_id, f"{label} of this case is missing from storage; it must be uploaded again."
+            )
+        except PreprocessingError:
+            return analysis_fail(
+                case_id,
+                f"{label} of this case is damaged in storage and cannot be decoded; "
+                "it must be uploaded again.",
+            )
+    metadata = [(case.age_at_submission, case.sex_at_submission, case.site_at_submission)] * len(images)
+    try:
+        inputs = ensemble.prepare(decoded, metadata)
+    except PreprocessingError as exc:
+        return analysis_fail(
+            case_id, f"The case's images or patient details cannot be prepared for the model: {exc}."
+        )
+    try:
+        outcomes, model_ms = ensemble.run(inputs)
+    except ModelError as exc:
+        return analysis_fail(case_id, f"The model {version} failed on this case: {exc}.")
+    per_image_ms = model_ms / len(images)
+    results = [
+        ImageResult(
+            image_id=image.pk,
+            probability=outcome.probability,
+            member_probabilities=outcome.member_probabilities,
+            class_probabilities=outcome.class_probabilities,
+            latency_ms=per_image_ms,
+        )
+        for image, outcome in zip(images, outcomes, strict=True)
+    ]
+    try:
+        return case_record_analysis(case_id=case_id, model_version=version, results=results)
+    except IllegalTransition:
+        return None
+    except ValidationError as exc:
+        return analysis_fail(case_id, f"The analysis could not be stored: {' '.join(exc.messages)}")
+
+
+@dataclass
+class SweepResult:
+    analyses_enqueued: list[int] = field(default_factory=list)
+    reports_enqueued: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def cases_sweep_stuck(*, now: datetime | None = None) -> SweepResult:
+    """Re-enqueue work whose broker message may have been lost.
+
+    Cases submitted or analysing with no progress and no publish for ``TELEDER_STUCK_AFTER_S`` are published
+    again (or failed after ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` claims, so that an image that kills the worker
+    cannot loop for ever); reviewed cases whose current review has no report get the report task again.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.TELEDER_STUCK_AFTER_S)
+    max_attempts = settings.TELEDER_MAX_ANALYSIS_ATTEMPTS
+    result = SweepResult()
+    stuck = (
+        Case.objects.filter(status__in=[CaseStatus.SUBMITTED, CaseStatus.ANALYSING], updated_at__lt=cutoff)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff))
+        .order_by("created_at")
+        .values_list("pk", "status", "analysis_attempts")
+    )
+    for case_id, status, attempts in stuck:
+        if status == CaseStatus.ANALYSING and attempts >= max_attempts:
+            reason = (
+                f"The analysis did not finish in {attempts} attempts (the worker was lost or timed out each time). "
+                "An administrator can retry the case."
+            )
+            if analysis_fail(case_id, reason) is not None:
+                result.failed.append(case_id)
+            continue
+        if enqueue_analysis(case_id):
+            result.analyses_enqueued.append(case_id)
+    reviewed = Case.objects.filter(status=CaseStatus.REVIEWED, updated_at__lt=cutoff).order_by("updated_at")
+    for case in reviewed:
+        review = current_review(case)
+        if (
+            review is not None
+            and not Report.objects.filter(review=review).exists()
+            and enqueue_report(review.pk)
+        ):
+            result.reports_enqueued.append(case.pk)
+    if result.analyses_enqueued or result.reports_enqueued or result.failed:
+        logger.warning(
+            "sweeper: re-enqueued analyses %s, reports for cases %s; failed %s",
+            result.analyses_enqueued,
+            result.reports_enqueued,
+            result.failed,
+        )
+    return result

@@ -1,0 +1,107 @@
+"""Celery tasks of the inference queue. Thin: they receive ids, call ``inference.services`` and decide only
+about retrying. See docs/inference.md for the queue, retries and the sweeper."""
+
+import logging
+import random
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init, worker_ready
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connections
+from kombu.exceptions import OperationalError as BrokerError
+
+from inference import services
+
+logger = logging.getLogger(__name__)
+
+# Errors worth another try: the database or the broker or storage was briefly away.
+TRANSIENT_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    BrokerError,
+    ConnectionError,
+    TimeoutError,
+    services.TransientAnalysisError,
+)
+MAX_RETRIES = 5
+
+
+def retry_delay_s(retries: int) -> float:
+    """Exponential backoff with jitter: about 2, 4, 8, 16, 32 s, capped at 5 minutes."""
+    return min(2.0 ** (retries + 1), 300.0) * random.uniform(0.75, 1.25)
+
+
+@shared_task(
+    bind=True,
+    name="inference.tasks.analyse_case",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=settings.TELEDER_ANALYSIS_TIMEOUT_S,
+    time_limit=settings.TELEDER_ANALYSIS_TIMEOUT_S + 30,
+    max_retries=MAX_RETRIES,
+    ignore_result=True,
+)
+def analyse_case(self, case_id: int) -> str:
+    """Analyse case ``case_id`` with the active model. Running it twice stores one result set."""
+    try:
+        case = services.case_analyse(case_id=int(case_id))
+    except SoftTimeLimitExceeded:
+        timeout = settings.TELEDER_ANALYSIS_TIMEOUT_S
+        services.analysis_fail(
+            case_id,
+            f"The analysis took longer than {timeout} s and was stopped. An administrator can retry the case.",
+        )
+        return "timed_out"
+    except TRANSIENT_ERRORS as exc:
+        if self.request.retries >= MAX_RETRIES:
+            logger.exception("analysis of case %s failed %d times", case_id, self.request.retries + 1)
+            services.analysis_fail(
+                case_id,
+                f"The analysis kept failing because of a temporary error ({exc}). "
+                "An administrator can retry the case.",
+            )
+            return "failed"
+        logger.warning("analysis of case %s hit a temporary error, retrying: %s", case_id, exc)
+        raise self.retry(exc=exc, countdown=retry_delay_s(self.request.retries)) from exc
+    return case.status if case is not None else "skipped"
+
+
+@shared_task(
+    name="inference.tasks.sweep_stuck_cases", ignore_result=True, soft_time_limit=120, time_limit=150
+)
+def sweep_stuck_cases() -> dict:
+    """Periodic (Celery beat) and at worker start: re-enqueue cases whose message may have been lost."""
+    result = services.cases_sweep_stuck()
+    return {
+        "analyses_enqueued": result.analyses_enqueued,
+        "reports_enqueued": result.reports_enqueued,
+        "failed": result.failed,
+    }
+
+
+@worker_ready.connect
+def _sweep_when_worker_starts(**_: object) -> None:
+    # A worker that starts after a crash or a broker restart picks up what was lost, without waiting for beat.
+    try:
+        sweep_stuck_cases()
+    except Exception:  # noqa: BLE001 - a failed sweep must not stop the worker; beat sweeps again later
+        logger.exception("start-up sweep failed")
+    finally:
+        connections.close_all()
+
+
+@worker_process_init.connect
+def _load_active_model(**_: object) -> None:
+    # Prefork children load the active ensemble before their first case, so the first case is not slow.
+    from inference.registry import ensemble_for
+    from inference.selectors import active_model_version
+
+    try:
+        version = active_model_version()
+        if version is not None:
+            ensemble_for(version)
+    except Exception:  # noqa: BLE001 - the task reports the problem on the case itself
+        logger.warning("could not preload the active model", exc_info=True)
+    finally:
+        connections.close_all()
