@@ -352,3 +352,11 @@ SPECTACULAR_SETTINGS.update(
 TELEDER_SIGNING_PKCS12 = os.environ.get("TELEDER_SIGNING_PKCS12", "")
 TELEDER_SIGNING_PKCS12_PASSPHRASE = os.environ.get("TELEDER_SIGNING_PKCS12_PASSPHRASE", "")
 TELEDER_REPORT_VERIFY_MAX_BYTES = int(os.environ.get("TELEDER_REPORT_VERIFY_MAX_BYTES", str(20 * 1024 * 1024)))
+
+# Inference: a case whose analysis was claimed this many times without finishing (the worker was killed or
+# timed out each time) is failed by the sweeper instead of being re-enqueued for ever.
+TELEDER_MAX_ANALYSIS_ATTEMPTS = int(os.environ.get("TELEDER_MAX_ANALYSIS_ATTEMPTS", "5"))
+# SQLite: take the write lock when a transaction begins, so that the web process and a worker writing at the
+# same moment wait for each other (the busy timeout) instead of one failing at once with "database is locked".
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
