@@ -91,7 +91,7 @@ def passphrase_path() -> Path:
 
 def _write_new(path: Path, data: bytes, mode: int = 0o600) -> bool:
     """Create ``path`` with ``data`` atomically; False (and nothing written) if it already exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         os.fchmod(fd, mode)
@@ -190,7 +190,7 @@ def ca_init(*, common_name: str = "TeleDerm Signing CA", organization: str = "Te
         .sign(key, hashes.SHA256())
     )
     # Built in a private folder and renamed into place: a concurrent creator loses the rename and uses ours.
-    signing_dir().mkdir(parents=True, exist_ok=True)
+    signing_dir().mkdir(mode=0o700, parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=signing_dir(), prefix=".ca-"))
     try:
         _write_new(
@@ -396,7 +396,7 @@ def signer_for(subject: SignerSubject) -> signers.SimpleSigner:
             return signer
         logger.info("reissuing the signing certificate of user %s", subject.user_id)
     data = _issue_signer(subject, passphrase)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     if path.is_file():
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         os.fchmod(fd, 0o600)
