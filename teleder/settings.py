@@ -308,7 +308,7 @@ LOGGING = {
 TELEDER_HEARTBEAT_INTERVAL_S = float(os.environ.get("TELEDER_HEARTBEAT_INTERVAL_S", "10"))
 
 # REST API (cases/api): JWT sessions for the mobile apps, one error format, per-user throttling.
-INSTALLED_APPS += ["rest_framework_simplejwt.token_blacklist"]
+INSTALLED_APPS += ["rest_framework_simplejwt.token_blacklist", "drf_spectacular_sidecar"]
 REST_FRAMEWORK["EXCEPTION_HANDLER"] = "cases.api.errors.exception_handler"
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(seconds=int(os.environ.get("TELEDER_API_ACCESS_TTL_S", "900"))),
@@ -325,6 +325,9 @@ TELEDER_API_THROTTLE_RATES = {
 SPECTACULAR_SETTINGS.update(
     {
         "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+        # Swagger UI's files are served from the package (drf-spectacular-sidecar), not fetched from a CDN.
+        "SWAGGER_UI_DIST": "SIDECAR",
+        "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
         "PATH_CONVERTER_OVERRIDES": {"id": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}},
         "COMPONENT_NO_READ_ONLY_REQUIRED": False,
         "ENUM_NAME_OVERRIDES": {
