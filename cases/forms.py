@@ -241,7 +241,11 @@ class ReviewForm(forms.Form):
 class QueueFilterForm(forms.Form):
     organization = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
     band = forms.ChoiceField(required=False, choices=[("", "All bands")] + RiskBand.choices)
-    status = forms.ChoiceField(required=False, choices=[("", "Awaiting review")] + CaseStatus.choices)
+    status = forms.ChoiceField(
+        required=False,
+        choices=[("", "Awaiting review")]
+        + [choice for choice in CaseStatus.choices if choice[0] != CaseStatus.AWAITING_REVIEW],
+    )
 
     def __init__(self, *args, organizations=(), **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -13,7 +13,7 @@
       .then(function (data) {
         delay = 2000;
         if (data.html !== last) {
-          if (last !== null) panel.innerHTML = data.html;
+          panel.innerHTML = data.html;
           last = data.html;
           panel.dataset.status = data.status;
         }
