@@ -87,7 +87,7 @@ def token_refresh(*, refresh: str) -> TokenPair:
     a refresh token that is used twice was stolen or replayed, so the second use fails."""
     token = _refresh_token(refresh)
     outstanding = (
-        OutstandingToken.objects.select_for_update()
+        OutstandingToken.objects.select_for_update(of=("self",))
         .select_related("user")
         .filter(jti=token[jwt_settings.JTI_CLAIM])
         .first()
