@@ -1,0 +1,324 @@
+"""Scale-out on one machine: cases analysed per second with one vs two Celery worker processes on the
+``inference`` queue, end to end (broker, storage read, decode, preprocessing, ONNX ensemble, database write).
+
+Runs against PostgreSQL and Redis as deployed (a scratch database ``teleder_bench_workers`` is created and
+dropped; Redis database 13 is used and purged). Cases are submitted through ``cases.services.case_submit``
+with real dermoscopic images from /work/shared/data/derm (read, never copied into the repository), then
+the workers are started, wait until their heartbeat says the model is loaded, and all cases are enqueued at
+once; the clock stops when the last case is awaiting review.
+
+    scripts/ci_services.sh
+    .venv/bin/python benchmarks/workers.py [--model PACKAGE_DIR] [--cases 30] [--images-per-case 2]
+
+Without --model a compute-realistic stand-in is built: two members of four strided 3x3 convolutions at
+224 px (about 0.37 GFLOP per image per member, close to EfficientNet-B0's 0.39), so the numbers measure the
+pipeline and the CPU, not the model's accuracy. Prints a table and, on the last line, JSON.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path("/work/shared/data/derm")
+PG = "postgres://postgres@127.0.0.1:5432"
+DB_NAME = "teleder_bench_workers"
+REDIS = "redis://127.0.0.1:6379/13"
+
+
+def build_standin_package(folder: Path, image_size: int = 224) -> Path:
+    """Two dual-input members with EfficientNet-B0-like compute, in the documented package format."""
+    import hashlib
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    sys.path.insert(0, str(ROOT))
+    from inference.preprocessing import MetadataSpec
+
+    meta_size = MetadataSpec().size
+    folder.mkdir(parents=True, exist_ok=True)
+    members = []
+    for m in range(2):
+        rng = np.random.default_rng(m)
+        init, nodes, previous, channels = [], [], "image_nchw", 3
+        nodes.append(helper.make_node("Transpose", ["image"], ["image_nchw"], perm=[0, 3, 1, 2]))
+        for i, out in enumerate((32, 64, 128, 256)):
+            weight = rng.normal(0, (2 / (9 * channels)) ** 0.5, size=(out, channels, 3, 3)).astype(np.float32)
+            init += [
+                numpy_helper.from_array(weight, f"w{i}"),
+                numpy_helper.from_array(np.zeros(out, np.float32), f"b{i}"),
+            ]
+            nodes += [
+                helper.make_node(
+                    "Conv", [previous, f"w{i}", f"b{i}"], [f"c{i}"], strides=[2, 2], pads=[1, 1, 1, 1]
+                ),
+                helper.make_node("Relu", [f"c{i}"], [f"r{i}"]),
+            ]
+            previous, channels = f"r{i}", out
+        head = rng.normal(0, 0.05, size=(channels + meta_size, 1)).astype(np.float32)
+        init += [
+            numpy_helper.from_array(head, "head"),
+            numpy_helper.from_array(np.zeros(1, np.float32), "bias"),
+        ]
+        nodes += [
+            helper.make_node("GlobalAveragePool", [previous], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["features"]),
+            helper.make_node("Concat", ["features", "metadata"], ["joined"], axis=1),
+            helper.make_node("Gemm", ["joined", "head", "bias"], ["logit"]),
+            helper.make_node("Sigmoid", ["logit"], ["probability"]),
+        ]
+        graph = helper.make_graph(
+            nodes,
+            f"standin{m}",
+            [
+                helper.make_tensor_value_info(
+                    "image", TensorProto.FLOAT, ["batch", image_size, image_size, 3]
+                ),
+                helper.make_tensor_value_info("metadata", TensorProto.FLOAT, ["batch", meta_size]),
+            ],
+            [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch", 1])],
+            initializer=init,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        path = folder / f"member{m}.onnx"
+        onnx.save(model, path)
+        members.append(
+            {
+                "name": f"standin{m}",
+                "file": path.name,
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "weight": 1.0,
+                "inputs": {"image": "image", "metadata": "metadata"},
+                "output": "probability",
+                "preprocessing": {"image_size": image_size, "resize": "squash", "normalisation": "unit"},
+            }
+        )
+    manifest = {
+        "format_version": 1,
+        "name": "bench-standin",
+        "version": "1.0.0",
+        "task": "binary",
+        "class_names": ["benign", "malignant"],
+        "positive_class": "malignant",
+        "metadata": MetadataSpec().to_dict(),
+        "members": members,
+        "threshold": 0.5,
+        "risk_bands": {"medium": 0.5, "high": 0.8},
+        "tta": {"hflip": False},
+        "training": {"data": "none: random weights, for throughput only"},
+        "metrics": {},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return folder
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", f"{PG}/postgres", "-q", "-c", sql], check=True, capture_output=True)
+
+
+def _environment(scratch: Path) -> dict:
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "teleder.settings",
+        "DATABASE_URL": f"{PG}/{DB_NAME}",
+        "REDIS_URL": REDIS,
+        "TELEDER_VAR_DIR": str(scratch),
+        "TELEDER_MEDIA_ROOT": str(scratch / "media"),
+        "TELEDER_MODEL_DIR": str(scratch / "models"),
+        "TELEDER_ORT_PROVIDERS": "CPUExecutionProvider",
+        "TELEDER_AXES_ENABLED": "0",
+        "TELEDER_HEARTBEAT_INTERVAL_S": "1",
+        "TELEDER_LOG_LEVEL": "WARNING",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _images(count: int) -> list[Path]:
+    files = sorted((DATA / "images").glob("*.jpg"))
+    if not files:
+        sys.exit(f"No images under {DATA / 'images'}.")
+    step = max(1, len(files) // count)
+    return files[::step][:count]
+
+
+def _submit(n_cases: int, per_case: int, offset: int) -> list[int]:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from cases.models import Lesion
+    from cases.services import case_submit
+
+    lesion = Lesion.objects.select_related("patient__organization").get()
+    clinician = lesion.patient.created_by
+    files = _images(n_cases * per_case * 3)[offset * n_cases * per_case :][: n_cases * per_case]
+    ids = []
+    for c in range(n_cases):
+        uploads = [
+            SimpleUploadedFile(path.name, path.read_bytes(), "image/jpeg")
+            for path in files[c * per_case : (c + 1) * per_case]
+        ]
+        ids.append(case_submit(actor=clinician, lesion=lesion, images=uploads, analyse=False).case.pk)
+    return ids
+
+
+def _run(config: dict, case_ids: list[int], env: dict, scratch: Path) -> dict:
+    from cases.models import Case, CaseStatus, Prediction
+    from cases.services import enqueue_analysis
+    from inference import heartbeat
+    from teleder.celery import app
+
+    with app.connection_for_write() as conn:
+        conn.default_channel.client.flushdb()
+    worker_env = {**env, "TELEDER_ORT_INTRA_OP_THREADS": str(config["threads"])}
+    workers = []
+    for i in range(config["workers"]):
+        log = (scratch / f"worker-{config['name']}-{i}.log").open("wb")
+        workers.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "teleder",
+                    "worker",
+                    "-Q",
+                    "inference",
+                    "-P",
+                    "solo",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    f"bench{i}@%h",
+                    "-l",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=worker_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while sum(1 for w in heartbeat.workers_alive() if (w.get("model") or {}).get("loaded")) < len(
+            workers
+        ):
+            if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
+                sys.exit(f"workers did not come up; see {scratch}/worker-*.log")
+            time.sleep(0.2)
+        started = time.perf_counter()
+        for case_id in case_ids:
+            enqueue_analysis(case_id)
+        pending = Case.objects.filter(pk__in=case_ids).exclude(status=CaseStatus.AWAITING_REVIEW)
+        while pending.exists():
+            if Case.objects.filter(pk__in=case_ids, status=CaseStatus.FAILED).exists():
+                sys.exit(
+                    f"a case failed: {Case.objects.filter(status=CaseStatus.FAILED).first().failure_reason}"
+                )
+            if time.perf_counter() - started > 900:
+                sys.exit("timed out waiting for the analyses")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+    images = Prediction.objects.filter(image__case_id__in=case_ids).count()
+    latencies = list(
+        Prediction.objects.filter(image__case_id__in=case_ids).values_list("latency_ms", flat=True)
+    )
+    return {
+        **config,
+        "cases": len(case_ids),
+        "images": images,
+        "seconds": round(elapsed, 2),
+        "cases_per_s": round(len(case_ids) / elapsed, 2),
+        "images_per_s": round(images / elapsed, 2),
+        "model_ms_per_image_median": round(statistics.median(latencies), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--model", type=Path, help="Model package folder (default: a compute-realistic stand-in)."
+    )
+    parser.add_argument("--cases", type=int, default=30)
+    parser.add_argument("--images-per-case", type=int, default=2)
+    args = parser.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="teleder-bench-workers-"))
+    env = _environment(scratch)
+    os.environ.update(env)
+    sys.path.insert(0, str(ROOT))
+    _psql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+    _psql(f'CREATE DATABASE "{DB_NAME}"')
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        from cases.services import lesion_create, organization_create, patient_create, user_create
+        from cases.vocabulary import Role
+        from inference.registry import model_activate, model_register
+
+        call_command("migrate", verbosity=0)
+        package = args.model or build_standin_package(scratch / "standin")
+        version = model_register(package)
+        model_activate(name=version.name, version=version.version)
+        org = organization_create(name="Bench Clinic", slug="bench")
+        clinician = user_create(
+            username="bench", password=secrets.token_urlsafe(16), role=Role.CLINICIAN, organizations=[org]
+        )
+        patient = patient_create(actor=clinician, organization=org, reference="B-1", year_of_birth=1970)
+        lesion_create(actor=clinician, patient=patient, site="torso")
+
+        configs = [
+            {"name": "1 worker x 2 ORT threads", "workers": 1, "threads": 2},
+            {"name": "1 worker x 1 ORT thread", "workers": 1, "threads": 1},
+            {"name": "2 workers x 1 ORT thread", "workers": 2, "threads": 1},
+        ]
+        results = []
+        for i, config in enumerate(configs):
+            case_ids = _submit(args.cases, args.images_per_case, offset=i)
+            results.append(_run(config, case_ids, env, scratch))
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        _psql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+
+    load = os.getloadavg()[0]
+    print(
+        f"model: {version.name} {version.version}; CPU cores: {os.cpu_count()}; load average before: {load:.2f}"
+    )
+    print(f"{'configuration':28s} {'cases':>6s} {'images':>7s} {'seconds':>8s} {'cases/s':>8s} {'images/s':>9s} "
+          f"{'model ms/img':>13s}")  # fmt: skip
+    for r in results:
+        print(f"{r['name']:28s} {r['cases']:6d} {r['images']:7d} {r['seconds']:8.2f} {r['cases_per_s']:8.2f} "
+              f"{r['images_per_s']:9.2f} {r['model_ms_per_image_median']:13.1f}")  # fmt: skip
+    summary = {
+        "benchmark": "workers",
+        "model": f"{version.name} {version.version}",
+        "cpu_cores": os.cpu_count(),
+        "results": results,
+        "speedup_2_workers_vs_1": round(results[2]["images_per_s"] / results[0]["images_per_s"], 2),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
