@@ -38,9 +38,12 @@ def home(request: HttpRequest) -> HttpResponse:
     else:
         cases = selectors.cases_visible_to(user).filter(submitted_by=user)
         context["recent_cases"] = cases[:8]
-        context["status_counts"] = dict(
+        counts = dict(
             cases.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n")
         )
+        context["status_counts"] = {status: counts.get(status, 0) for status in CaseStatus.values}
+        context["in_analysis"] = counts.get(CaseStatus.SUBMITTED, 0) + counts.get(CaseStatus.ANALYSING, 0)
+        context["has_cases"] = bool(counts)
     return render(request, "cases/home.html", context)
 
 

@@ -79,3 +79,12 @@ def test_password_reset_for_an_unknown_address_reveals_nothing(client, mailoutbo
     response = client.post(reverse("password_reset"), {"email": "nobody@example.org"})
     assert response.status_code == 302
     assert mailoutbox == []
+
+
+def test_clinician_home_counts_their_cases(client, clinician, make_case):
+    client.force_login(clinician)
+    assert b"You have not submitted any case yet" in client.get(reverse("home")).content
+    make_case(1)
+    make_case(1, submission_key="two")
+    body = client.get(reverse("home")).content.decode()
+    assert "Being analysed: 2" in body and "Awaiting review: 0" in body
