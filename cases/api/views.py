@@ -360,6 +360,66 @@ def _ordering(value: str) -> list:
     return [value, "-pk" if value.startswith("-") else "pk"]
 
 
+_CASE_EXAMPLE = {
+    "id": 42,
+    "organization": 1,
+    "lesion": 7,
+    "patient": 3,
+    "patient_reference": "P-0042",
+    "status": "awaiting_review",
+    "priority": "routine",
+    "risk": 0.81,
+    "risk_band": "high",
+    "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
+    "image_count": 1,
+    "created_at": "2026-11-26T09:12:03Z",
+    "updated_at": "2026-11-26T09:12:09Z",
+}
+_CASE_DETAIL_EXAMPLE = {
+    **_CASE_EXAMPLE,
+    "clinical_notes": "Grew in 3 months, itches.",
+    "submitted_by": {"id": 3, "display_name": "Casey Clinician"},
+    "age_at_submission": 55,
+    "sex_at_submission": "female",
+    "site_at_submission": "torso",
+    "failure_reason": "",
+    "analysed_at": "2026-11-26T09:12:09Z",
+    "images": [
+        {
+            "id": 101,
+            "position": 0,
+            "width": 1024,
+            "height": 768,
+            "content_type": "image/jpeg",
+            "size_bytes": 231004,
+            "sha256": "9f2c...",
+            "predictions": [
+                {
+                    "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
+                    "probability": 0.81,
+                    "risk_band": "high",
+                    "member_probabilities": {"lite0": 0.77, "lite1": 0.84, "lite2": 0.82},
+                    "class_probabilities": {},
+                    "created_at": "2026-11-26T09:12:09Z",
+                }
+            ],
+        }
+    ],
+    "reviews": [],
+    "reports": [],
+}
+CASE_DETAIL_EXAMPLES = [
+    OpenApiExample("case awaiting review", value=_CASE_DETAIL_EXAMPLE, response_only=True)
+]
+CASE_LIST_EXAMPLES = [
+    OpenApiExample(
+        "one page",
+        value={"count": 1, "next": None, "previous": None, "results": [_CASE_EXAMPLE]},
+        response_only=True,
+    )
+]
+
+
 _IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_HEADER,
     OpenApiTypes.STR,
@@ -384,6 +444,7 @@ class CaseListView(ApiView):
         "order by creation, update or risk.",
         parameters=[s.CaseFilterSerializer],
         responses=s.CaseListSerializer(many=True),
+        examples=CASE_LIST_EXAMPLES,
     )
     def get(self, request: Request) -> Response:
         params = self.query(s.CaseFilterSerializer)
@@ -399,6 +460,22 @@ class CaseListView(ApiView):
         parameters=[_IDEMPOTENCY_PARAMETER],
         request={"multipart/form-data": s.CaseCreateSerializer},
         responses={201: s.CaseDetailSerializer, 200: s.CaseDetailSerializer},
+        examples=[
+            OpenApiExample(
+                "submitted",
+                value={
+                    **_CASE_DETAIL_EXAMPLE,
+                    "status": "submitted",
+                    "risk": None,
+                    "risk_band": "",
+                    "model_version": None,
+                    "analysed_at": None,
+                    "images": [{**_CASE_DETAIL_EXAMPLE["images"][0], "predictions": []}],
+                },
+                response_only=True,
+                status_codes=["201", "200"],
+            )
+        ],
     )
     def post(self, request: Request) -> Response:
         _check_upload_size(request)
@@ -437,6 +514,7 @@ class CaseDetailView(ApiView):
         tags=["cases"],
         summary="A case with its images, AI results per image and member, reviews and reports",
         responses=s.CaseDetailSerializer,
+        examples=CASE_DETAIL_EXAMPLES,
     )
     def get(self, request: Request, pk: int) -> Response:
         case = selectors.case_detail(request.user, pk)
@@ -451,6 +529,21 @@ class CaseStatusView(ApiView):
         description="Poll every few seconds until `done` is true (or the status is awaiting_review, if you only "
         "want the AI result), then fetch the case.",
         responses=s.CaseStatusSerializer,
+        examples=[
+            OpenApiExample(
+                "analysed",
+                value={
+                    "id": 42,
+                    "status": "awaiting_review",
+                    "risk": 0.81,
+                    "risk_band": "high",
+                    "failure_reason": "",
+                    "done": False,
+                    "updated_at": "2026-11-26T09:12:09Z",
+                },
+                response_only=True,
+            )
+        ],
     )
     def get(self, request: Request, pk: int) -> Response:
         return Response(s.CaseStatusSerializer(selectors.case_get(request.user, pk)).data)
@@ -523,6 +616,7 @@ class QueueView(ApiView):
         summary="The dermatologist's review queue, highest AI risk first",
         parameters=[s.QueueFilterSerializer],
         responses=s.CaseListSerializer(many=True),
+        examples=CASE_LIST_EXAMPLES,
     )
     def get(self, request: Request) -> Response:
         params = self.query(s.QueueFilterSerializer)
