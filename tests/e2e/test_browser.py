@@ -82,13 +82,33 @@ def test_submit_analyse_review_and_download(
     expect(page.get_by_label("Anatomical site")).to_have_value("torso")
     page.get_by_label("Lesion description").fill("left scapula")
     page.get_by_label("Clinical notes").fill("Growing, irregular border.")
+    # A file that is not an image is caught before anything is sent.
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("not a picture")
+    page.locator("input[name=images]").set_input_files(str(not_an_image))
+    expect(page.locator("#image-client-errors")).to_contain_text("notes.txt is not a JPEG or PNG image.")
     page.locator("input[name=images]").set_input_files(files)
     expect(page.locator("#previews img")).to_have_count(2)
+    expect(page.locator("#image-client-errors li")).to_have_count(0)
     page.screenshot(path=screenshots / "case-form-desktop.png", full_page=True)
+
+    # A server-side error (no patient chosen) keeps what was typed and both images.
+    patient_id = page.get_by_label("Patient", exact=True).input_value()
+    page.get_by_label("Patient", exact=True).select_option("")
+    page.get_by_role("button", name="Submit case").click()
+    expect(page.get_by_text("Choose a patient or give a reference for a new one.")).to_be_visible()
+    expect(page.locator(".kept img")).to_have_count(2)
+    expect(page.get_by_label("Lesion description")).to_have_value("left scapula")
+    expect(page.get_by_label("Clinical notes")).to_have_value("Growing, irregular border.")
+    page.set_viewport_size(TABLET)
+    page.screenshot(path=screenshots / "case-form-error-tablet.png", full_page=True)
+    page.set_viewport_size(DESKTOP)
+    page.get_by_label("Patient", exact=True).select_option(patient_id)
     page.get_by_role("button", name="Submit case").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Case ")
     case = Case.objects.get(submitted_by=clinician, lesion__patient__reference="E2E-0001")
     assert page.url.endswith(f"/cases/{case.pk}/")
+    assert case.images.count() == 2
 
     # The risk appears without a reload: a marker set on this document survives.
     page.evaluate("window.__sameDocument = true")
