@@ -88,6 +88,10 @@ def _me(user: User) -> dict:
     }
 
 
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.3g} MB"
+
+
 def _check_upload_size(request: Request) -> None:
     """413 before and after parsing: the whole body, then each file and their sum."""
     limit = settings.TELEDER_MAX_CASE_BYTES
@@ -96,14 +100,15 @@ def _check_upload_size(request: Request) -> None:
     except ValueError:
         length = 0
     if length > limit + 1024 * 1024:  # room for the multipart framing and the text fields
-        raise PayloadTooLarge(f"The request is larger than {limit // (1024 * 1024)} MB.")
+        raise PayloadTooLarge(f"The request is larger than {_mb(limit)}.")
 
 
 def _check_file_sizes(files: list) -> None:
     per_file = settings.TELEDER_MAX_IMAGE_BYTES
     for upload in files:
         if upload.size > per_file:
-            raise PayloadTooLarge(f"{upload.name[-80:]} is larger than {per_file // (1024 * 1024)} MB.")
+            name = "".join(ch for ch in str(upload.name)[-80:] if ch.isprintable())
+            raise PayloadTooLarge(f"{name} is larger than {_mb(per_file)}.")
     if sum(upload.size for upload in files) > settings.TELEDER_MAX_CASE_BYTES:
         raise PayloadTooLarge("The images of one case together exceed the size limit.")
 

@@ -103,6 +103,12 @@ def test_oversized_body_is_413_before_parsing(api, lesion, settings):
     assert_error(response, 413, "payload_too_large")
 
 
+def test_oversized_text_fields_are_413(api, lesion):
+    data = {"lesion": lesion.pk, "clinical_notes": "x" * (6 * 1024 * 1024), "images": [upload()]}
+    assert_error(api.post(CASES, data, format="multipart"), 413, "payload_too_large")
+    assert Case.objects.count() == 0
+
+
 def test_garbled_multipart_is_400(api, lesion):
     response = api.generic(
         "POST", CASES, b"--zzz\r\ngarbage", content_type="multipart/form-data; boundary=zzz"
