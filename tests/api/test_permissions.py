@@ -135,3 +135,19 @@ def test_model_versions_are_read_only_for_non_admins(client_for, clinician, derm
 
 def test_wrong_method_is_405_in_the_error_format(client_for, clinician):
     assert_error(client_for(clinician).delete("/api/v1/cases/"), 405, "method_not_allowed")
+
+
+def test_administrators_activate_a_model_version(client_for, platform_admin, settings, tmp_path):
+    from inference.models import ModelStatus
+    from inference.registry import model_activate, model_register
+    from tests.onnx_models import build_package
+
+    settings.TELEDER_MODEL_DIR = tmp_path / "models"
+    old = model_register(build_package(tmp_path / "v1", version="1.0.0"))
+    model_activate(name=old.name, version=old.version)
+    new = model_register(build_package(tmp_path / "v2", version="2.0.0"))
+    response = client_for(platform_admin).post(f"/api/v1/model-versions/{new.pk}/activate/")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "active" and response.json()["version"] == "2.0.0"
+    old.refresh_from_db()
+    assert old.status != ModelStatus.ACTIVE
