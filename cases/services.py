@@ -461,7 +461,11 @@ def review_submit(
     issues an addendum. ``agrees_with_ai`` defaults to whether the dermatologist's malignant/benign call
     matches the AI's at the model's threshold.
     """
-    case = Case.objects.select_for_update().select_related("model_version", "organization").get(pk=case.pk)
+    case = (
+        Case.objects.select_for_update(of=("self",))
+        .select_related("model_version", "organization")
+        .get(pk=case.pk)
+    )
     if not can_review(actor, case):
         raise PermissionDenied("Only a dermatologist serving this organization can review this case.")
     if diagnosis not in Diagnosis.values:

@@ -354,7 +354,9 @@ SPECTACULAR_SETTINGS.update(
 # of uploads to the public verify page and API.
 TELEDER_SIGNING_PKCS12 = os.environ.get("TELEDER_SIGNING_PKCS12", "")
 TELEDER_SIGNING_PKCS12_PASSPHRASE = os.environ.get("TELEDER_SIGNING_PKCS12_PASSPHRASE", "")
-TELEDER_REPORT_VERIFY_MAX_BYTES = int(os.environ.get("TELEDER_REPORT_VERIFY_MAX_BYTES", str(20 * 1024 * 1024)))
+TELEDER_REPORT_VERIFY_MAX_BYTES = int(
+    os.environ.get("TELEDER_REPORT_VERIFY_MAX_BYTES", str(20 * 1024 * 1024))
+)
 
 # Inference: a case whose analysis was claimed this many times without finishing (the worker was killed or
 # timed out each time) is failed by the sweeper instead of being re-enqueued for ever.
