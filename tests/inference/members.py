@@ -104,3 +104,21 @@ def edit_manifest(folder: Path, **changes) -> Path:
 
 
 __all__ = ["build_package", "replace_member", "edit_manifest"]
+
+
+def build_softmax_member(path: Path, classes: int = 3, image_size: int = 32, seed: int = 0) -> Path:
+    """A multiclass member: softmax over ``classes`` of a linear map of the pooled image and the metadata."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["pooled"], axes=[1, 2], keepdims=0),  # (N, 3)
+        helper.make_node("MatMul", ["pooled", "wi"], ["a"]),
+        helper.make_node("MatMul", ["metadata", "wm"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    init = [
+        numpy_helper.from_array(rng.normal(0, 2, (3, classes)).astype(np.float32), "wi"),
+        numpy_helper.from_array(rng.normal(0, 1, (METADATA_SIZE, classes)).astype(np.float32), "wm"),
+    ]
+    out = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes])]
+    return _save(helper.make_graph(nodes, "softmax", _inputs(image_size), out, initializer=init), path)

@@ -216,3 +216,24 @@ def _build_batch_of_two_only(path, image_size: int = 32):
     model.ir_version = 8
     onnx.save(model, path)
     return path
+
+
+def test_a_multiclass_model_stores_class_probabilities(make_case, db, tmp_path):
+    import json
+
+    from tests.inference.members import build_softmax_member, edit_manifest
+
+    folder = build_package(tmp_path / "p", members=1)
+    replace_member(folder, 0, build_softmax_member)
+    members = json.loads((folder / "manifest.json").read_text())["members"]
+    members[0]["output"] = "probabilities"
+    edit_manifest(folder, task="multiclass", class_names=["mel", "nv", "bcc"], positive_class=["mel", "bcc"],
+                  members=members)  # fmt: skip
+    version = model_register(folder)
+    model_activate(name=version.name, version=version.version)
+    case = analysed(make_case(2))
+    assert case.status == CaseStatus.AWAITING_REVIEW
+    for prediction in Prediction.objects.filter(image__case=case):
+        classes = prediction.class_probabilities
+        assert set(classes) == {"mel", "nv", "bcc"}
+        assert prediction.probability == pytest.approx(classes["mel"] + classes["bcc"], abs=1e-6)

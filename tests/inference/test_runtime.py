@@ -14,6 +14,7 @@ from tests.images import image_bytes
 from tests.inference.members import (
     build_corner_member,
     build_scaled_age_member,
+    build_softmax_member,
     build_unnormalised_member,
     edit_manifest,
     replace_member,
@@ -166,3 +167,36 @@ def test_sessions_are_created_once_per_model_version():
     assert runtime.cached_ensemble("7:abc", loader) is not first  # evicted: only two versions are kept
     assert len(calls) == 4
     runtime.clear_cache()
+
+
+def test_a_multiclass_ensemble_sums_the_positive_classes(tmp_path):
+    folder = build_package(tmp_path / "p")
+    for index in (0, 1):
+        replace_member(folder, index, build_softmax_member, seed=index)
+    data = json.loads((folder / "manifest.json").read_text())
+    for member in data["members"]:
+        member["output"] = "probabilities"
+    edit_manifest(
+        folder, task="multiclass", class_names=["mel", "nv", "bcc"], positive_class=["mel", "bcc"],
+        members=data["members"],
+    )  # fmt: skip
+    ensemble = load(folder)
+    (outcome,) = ensemble.predict([image_bytes(seed=4)], [META]).images
+    classes = outcome.class_probabilities
+    assert set(classes) == {"mel", "nv", "bcc"}
+    assert sum(classes.values()) == pytest.approx(1.0, abs=1e-5)
+    assert outcome.probability == pytest.approx(classes["mel"] + classes["bcc"], abs=1e-6)
+    assert outcome.probability == pytest.approx(
+        np.mean(list(outcome.member_probabilities.values())), abs=1e-6
+    )
+
+
+def test_a_multiclass_member_with_the_wrong_number_of_classes_is_refused(tmp_path):
+    folder = replace_member(build_package(tmp_path / "p", members=1), 0, build_softmax_member, classes=4)
+    data = json.loads((folder / "manifest.json").read_text())
+    data["members"][0]["output"] = "probabilities"
+    edit_manifest(folder, task="multiclass", class_names=["mel", "nv", "bcc"], positive_class="mel",
+                  members=data["members"])  # fmt: skip
+    manifest, _ = read_manifest(folder)
+    with pytest.raises(PackageError, match="returned 4 columns for 3 classes"):
+        smoke_test(folder, manifest)
