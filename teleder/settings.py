@@ -274,6 +274,8 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = int(os.environ.get("TELEDER_SESSION_AGE_S", str(8 * 3600)))
+# Two-factor codes (django-otp): the name authenticator apps show for TeleDerm accounts.
+OTP_TOTP_ISSUER = "TeleDerm"
 if HTTPS:
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
