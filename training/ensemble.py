@@ -1,0 +1,204 @@
+"""Train the default ensemble's members one after another under one time budget, and move trained weights between
+machines as small fp16 ``.npz`` files (the lent GPU machine has JAX but no TensorFlow: members train there with
+``KERAS_BACKEND=jax`` and are imported here into the TensorFlow-backend model for ONNX export).
+
+    KERAS_BACKEND=jax python -m training.ensemble train --data DATA/labels.csv \
+        --split models/default/training/split.json --runs runs/gpu --out OUT --minutes 8
+    python -m training.ensemble import OUT/lite0.npz OUT/lite0.json --run-dir runs/default/lite0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+# name, backbone, input size, seed, top blocks fine-tuned on CPU (the last two stages)
+DEFAULT_MEMBERS: tuple[tuple[str, str, int, int, int], ...] = (
+    ("lite0", "efficientnet_lite0", 224, 1, 5),
+    ("lite1", "efficientnet_lite1", 240, 2, 6),
+    ("lite2", "efficientnet_lite2", 260, 3, 6),
+)
+
+
+def export_member_weights(run_dir: Path, out: Path, name: str) -> None:
+    """Write ``name.npz`` (fp16 weights, in model order) and ``name.json`` (config, summary, histories)."""
+    from training.fit import load_member
+
+    model, config, _ = load_member(run_dir)
+    weights = model.get_weights()
+    np.savez_compressed(
+        out / f"{name}.npz", **{f"w{i:04d}": w.astype(np.float16) for i, w in enumerate(weights)}
+    )
+    record = {
+        "config": asdict(config),
+        "summary": json.loads((run_dir / "summary.json").read_text()),
+        "state": json.loads((run_dir / "state.json").read_text()),
+        "histories": {p.stem: p.read_text() for p in sorted(run_dir.glob("history_*.csv"))},
+        "log": (run_dir / "log.txt").read_text()[-20000:],
+    }
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1))
+
+
+def import_member_weights(npz: Path, record_path: Path, run_dir: Path, *, data: str | None = None) -> Path:
+    """Recreate a run folder (config, split, histories, model.weights.h5) from an exported member."""
+    from training.fit import FitConfig
+    from training.model import build_dual_model
+
+    record = json.loads(Path(record_path).read_text())
+    config = FitConfig.from_dict(
+        {**record["config"], "run_dir": str(run_dir), **({"data": data} if data else {})}
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec = config.image_spec()
+    from inference.preprocessing import MetadataSpec
+
+    dual = build_dual_model(
+        config.backbone,
+        image_size=spec.size,
+        metadata_size=MetadataSpec().size,
+        weights=None,
+        dropout=config.dropout,
+        augment=False,
+    )
+    with np.load(npz) as arrays:
+        weights = [arrays[k].astype(np.float32) for k in sorted(arrays.files)]
+    dual.model.set_weights(weights)
+    dual.model.save_weights(str(run_dir / "model.weights.h5"))
+    (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+    (run_dir / "summary.json").write_text(json.dumps(record["summary"], indent=2))
+    (run_dir / "state.json").write_text(json.dumps(record["state"]))
+    (run_dir / "log.txt").write_text(record["log"])
+    for stem, text in record["histories"].items():
+        (run_dir / f"{stem}.csv").write_text(text)
+    if config.split:
+        (run_dir / "split.json").write_text(Path(config.split).read_text())
+    return run_dir
+
+
+def train_members(
+    *,
+    data: str,
+    split: str,
+    runs: Path,
+    out: Path,
+    minutes: float,
+    members: list[str],
+    image_size: int | None = None,
+    limit: int | None = None,
+    finetune_epochs: int = 30,
+    head_epochs: int = 15,
+    steps_per_epoch: int | None = None,
+    batch_size: int = 64,
+    weights_dir: Path | None = None,
+    all_blocks: bool = False,
+    finetune_lr: float = 2e-4,
+    patience: int = 3,
+) -> list[dict]:
+    import keras
+
+    from training.fit import FitConfig, fit
+
+    deadline = time.monotonic() + minutes * 60
+    chosen = [m for m in DEFAULT_MEMBERS if m[0] in members]
+    results = []
+    for position, (name, backbone, size, seed, top_blocks) in enumerate(chosen):
+        left = len(chosen) - position
+        budget = max(0.5, (deadline - time.monotonic()) / 60 / left)
+        config = FitConfig(
+            data=data,
+            run_dir=str(runs / name),
+            backbone=backbone,
+            weights=str(weights_dir / f"{name}.npz") if weights_dir else "imagenet",
+            image_size=image_size or size,
+            split=split,
+            seed=seed,
+            limit=limit,
+            head_epochs=head_epochs,
+            head_lr=1e-3,
+            head_batch=128,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+            top_blocks=-1 if all_blocks else top_blocks,
+            batch_size=batch_size,
+            patience=patience,
+            steps_per_epoch=steps_per_epoch,
+            max_minutes=budget * 0.92,
+            workers=4,
+        )
+        summary = fit(config, resume=(runs / name / "config.json").exists())
+        export_member_weights(runs / name, out, name)
+        results.append(summary)
+        print(
+            json.dumps({"member": name, "best": summary["best_finetune"], "total_s": summary["total_s"]}),
+            flush=True,
+        )
+        keras.backend.clear_session()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.ensemble",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train the default members under one time budget")
+    train.add_argument("--data", required=True)
+    train.add_argument("--split", required=True)
+    train.add_argument("--runs", type=Path, default=Path("runs/ensemble"))
+    train.add_argument("--out", type=Path, required=True)
+    train.add_argument("--minutes", type=float, default=60.0)
+    train.add_argument("--members", default="lite0,lite1,lite2")
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--limit", type=int)
+    train.add_argument("--finetune-epochs", type=int, default=30)
+    train.add_argument("--head-epochs", type=int, default=15)
+    train.add_argument("--steps-per-epoch", type=int)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--finetune-lr", type=float, default=2e-4)
+    train.add_argument("--patience", type=int, default=3)
+    train.add_argument(
+        "--all-blocks", action="store_true", help="fine-tune the whole backbone on pixels (GPU)"
+    )
+    train.add_argument(
+        "--weights-dir", type=Path, help="liteN.npz ImageNet weights (see backbones.save_lite_state)"
+    )
+    imp = sub.add_parser("import", help="rebuild a run folder from an exported member (npz + json)")
+    imp.add_argument("npz", type=Path)
+    imp.add_argument("record", type=Path)
+    imp.add_argument("--run-dir", type=Path, required=True)
+    imp.add_argument("--data")
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        args.out.mkdir(parents=True, exist_ok=True)
+        train_members(
+            data=args.data,
+            split=args.split,
+            runs=args.runs,
+            out=args.out,
+            minutes=args.minutes,
+            members=args.members.split(","),
+            image_size=args.image_size,
+            limit=args.limit,
+            finetune_epochs=args.finetune_epochs,
+            head_epochs=args.head_epochs,
+            steps_per_epoch=args.steps_per_epoch,
+            batch_size=args.batch_size,
+            weights_dir=args.weights_dir,
+            all_blocks=args.all_blocks,
+            finetune_lr=args.finetune_lr,
+            patience=args.patience,
+        )
+    else:
+        print(import_member_weights(args.npz, args.record, args.run_dir, data=args.data))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,382 @@
+"""Evaluation: metrics (AUC, accuracy, precision, sensitivity, specificity, F1, confusion matrix, ECE), AUC per
+source and subgroup, the decision threshold for a target sensitivity, ROC / reliability PNGs and the model card.
+
+Scoring a CSV with a package goes through ``inference.runtime.Ensemble``, the path the workers use; metrics are
+plain NumPy so they need no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from training.data import Dataset, load_dataset
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney, ties count half); None when only one class is present."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate, threshold), predicting positive when score >= threshold."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    thresholds = np.unique(scores)[::-1]
+    n_pos, n_neg = max(1, labels.sum()), max(1, (~labels).sum())
+    tpr = np.array([((scores >= t) & labels).sum() / n_pos for t in thresholds])
+    fpr = np.array([((scores >= t) & ~labels).sum() / n_neg for t in thresholds])
+    return np.r_[0.0, fpr], np.r_[0.0, tpr], np.r_[np.inf, thresholds]
+
+
+def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, target: float = 0.95) -> float:
+    """The highest threshold whose sensitivity (score >= threshold) reaches ``target``."""
+    labels = np.asarray(labels).astype(bool)
+    positives = np.sort(np.asarray(scores, dtype=np.float64)[labels])
+    if len(positives) == 0:
+        raise ValueError("no positive cases: a threshold for a target sensitivity cannot be chosen")
+    # Keep at least ceil(target * n) positives at or above the threshold.
+    keep = int(np.ceil(target * len(positives) - 1e-9))
+    return float(positives[len(positives) - max(1, keep)])
+
+
+def threshold_for_specificity(labels: np.ndarray, scores: np.ndarray, target: float = 0.9) -> float:
+    labels = np.asarray(labels).astype(bool)
+    negatives = np.sort(np.asarray(scores, dtype=np.float64)[~labels])
+    if len(negatives) == 0:
+        return 1.0
+    index = min(len(negatives) - 1, int(np.ceil(target * len(negatives))) - 1)
+    return float(np.nextafter(negatives[max(0, index)], 2.0))
+
+
+def expected_calibration_error(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            total += mask.mean() * abs(labels[mask].mean() - scores[mask].mean())
+    return float(total)
+
+
+def reliability(labels: np.ndarray, scores: np.ndarray, bins: int = 10) -> list[dict]:
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mask = index == b
+        out.append(
+            {
+                "bin": [float(edges[b]), float(edges[b + 1])],
+                "n": int(mask.sum()),
+                "mean_probability": float(np.mean(scores[mask])) if mask.any() else None,
+                "observed_rate": float(np.mean(labels[mask])) if mask.any() else None,
+            }
+        )
+    return out
+
+
+def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    predicted = scores >= threshold
+    tp = int((predicted & labels).sum())
+    tn = int((~predicted & ~labels).sum())
+    fp = int((predicted & ~labels).sum())
+    fn = int((~predicted & labels).sum())
+
+    def ratio(a: int, b: int) -> float | None:
+        return a / b if b else None
+
+    precision, sensitivity = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    f1 = 2 * precision * sensitivity / (precision + sensitivity) if precision and sensitivity else 0.0
+    return {
+        "n": int(len(labels)),
+        "positives": int(labels.sum()),
+        "threshold": float(threshold),
+        "auc": roc_auc(labels, scores),
+        "accuracy": ratio(tp + tn, len(labels)),
+        "precision": precision,
+        "sensitivity": sensitivity,
+        "specificity": ratio(tn, tn + fp),
+        "f1": f1,
+        "confusion_matrix": {
+            "labels": ["benign", "malignant"],
+            "rows_true_cols_predicted": [[tn, fp], [fn, tp]],
+        },
+        "ece": expected_calibration_error(labels, scores),
+    }
+
+
+def age_band(age: float | None) -> str:
+    if age is None:
+        return "unknown"
+    for upper, name in ((30, "<30"), (50, "30-49"), (70, "50-69")):
+        if age < upper:
+            return name
+    return "70+"
+
+
+def subgroup_aucs(dataset: Dataset, scores: np.ndarray) -> dict:
+    """AUC (and n, positives) per source, sex, age band and anatomical site."""
+    labels = np.array([r.malignant for r in dataset.records])
+    keys = {
+        "source": lambda r: r.source,
+        "sex": lambda r: r.sex or "unknown",
+        "age_band": lambda r: age_band(r.age),
+        "site": lambda r: r.site or "unknown",
+    }
+    out: dict[str, dict] = {}
+    for name, key in keys.items():
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, record in enumerate(dataset.records):
+            groups[key(record)].append(i)
+        out[name] = {
+            value: {
+                "n": len(idx),
+                "positives": int(labels[idx].sum()),
+                "auc": roc_auc(labels[idx], scores[idx]),
+            }
+            for value, idx in sorted(groups.items())
+        }
+    return out
+
+
+def full_report(dataset: Dataset, scores: np.ndarray, threshold: float) -> dict:
+    labels = np.array([r.malignant for r in dataset.records])
+    report = binary_metrics(labels, scores, threshold)
+    report["subgroups"] = subgroup_aucs(dataset, scores)
+    report["reliability"] = reliability(labels, scores)
+    return report
+
+
+def save_plots(
+    labels: np.ndarray, scores: np.ndarray, folder: Path, *, threshold: float | None = None, title: str = ""
+) -> list[str]:
+    """roc.png and reliability.png (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fpr, tpr, thresholds = roc_curve(labels, scores)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot(fpr, tpr, label=f"AUC {roc_auc(labels, scores):.3f}")
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    if threshold is not None:
+        m = binary_metrics(labels, scores, threshold)
+        ax.plot(
+            [1 - m["specificity"]], [m["sensitivity"]], "o", color="red", label=f"threshold {threshold:.3f}"
+        )
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(f"ROC {title}".strip())
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(folder / "roc.png")
+    plt.close(fig)
+    bins = reliability(labels, scores)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    xs = [b["mean_probability"] for b in bins if b["n"]]
+    ys = [b["observed_rate"] for b in bins if b["n"]]
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.plot(xs, ys, "o-", label=f"ECE {expected_calibration_error(labels, scores):.3f}")
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("observed malignant rate")
+    ax.set_title(f"Reliability {title}".strip())
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(folder / "reliability.png")
+    plt.close(fig)
+    return ["roc.png", "reliability.png"]
+
+
+# ---------------------------------------------------------------- scoring through the inference runtime
+
+
+def load_package(model: str | Path):
+    """(folder, manifest) for a package folder/zip, or for ``active`` (the registry's active version)."""
+    from inference.package import extract_zip, read_manifest
+
+    if str(model) == "active":
+        import os
+
+        import django
+        import django.apps
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teleder.settings")
+        if not django.apps.apps.ready:  # set up once; a second setup would reconfigure logging
+            django.setup()
+        from inference.registry import active_model_version
+
+        version = active_model_version()
+        if version is None:
+            raise FileNotFoundError("no model version is active; register and activate one first")
+        model = version.package_path
+    path = Path(model)
+    if path.is_file() and path.suffix == ".zip":
+        import tempfile
+
+        path = extract_zip(path, Path(tempfile.mkdtemp(prefix="teleder-eval-")))
+    if not (path / "manifest.json").is_file():
+        raise FileNotFoundError(f"{path} is not a model package (no manifest.json)")
+    manifest, _ = read_manifest(path)
+    return path, manifest
+
+
+def score_dataset(
+    dataset: Dataset, folder: Path, manifest, *, batch_size: int = 32, progress: bool = True
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Ensemble and per-member probabilities for every record, via ``inference.runtime``."""
+    from inference.runtime import CPU, Ensemble, RuntimeConfig
+
+    ensemble = Ensemble(folder, manifest, RuntimeConfig(providers=(CPU,)))
+    probabilities: list[float] = []
+    members: dict[str, list[float]] = defaultdict(list)
+    starts = range(0, len(dataset.records), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="scoring", unit="batch", mininterval=5)
+    for start in starts:
+        chunk = dataset.records[start : start + batch_size]
+        inputs = ensemble.prepare(
+            [r.path for r in chunk], [(r.age, r.sex or None, r.site or None) for r in chunk]
+        )
+        outcomes, _ = ensemble.run(inputs)
+        for outcome in outcomes:
+            probabilities.append(outcome.probability)
+            for name, value in outcome.member_probabilities.items():
+                members[name].append(value)
+    return np.array(probabilities), {k: np.array(v) for k, v in members.items()}
+
+
+def evaluate_csv(
+    data: str | Path,
+    model: str | Path,
+    *,
+    threshold: float | None = None,
+    split: str | Path | None = None,
+    subset: str = "val",
+    out: Path | None = None,
+    strict: bool = False,
+) -> dict:
+    """Score a CSV (optionally one side of a saved split) with a package; metrics at the package threshold."""
+    from training.data import Split
+
+    folder, manifest = load_package(model)
+    dataset = load_dataset(data, strict=strict)
+    if split:
+        train, val = Split.load(split).apply(dataset)
+        dataset = val if subset == "val" else train
+    scores, members = score_dataset(dataset, folder, manifest)
+    used = manifest.threshold if threshold is None else threshold
+    report = full_report(dataset, scores, used)
+    labels = np.array([r.malignant for r in dataset.records])
+    report["members"] = {name: {"auc": roc_auc(labels, s)} for name, s in members.items()}
+    report["model"] = f"{manifest.name} {manifest.version}"
+    report["data"] = str(data)
+    report["bad_rows"] = len(dataset.bad_rows)
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        save_plots(labels, scores, out, threshold=used, title=report["model"])
+        (out / "metrics.json").write_text(json.dumps(report, indent=2))
+        np.savez(
+            out / "scores.npz",
+            image_id=np.array([r.image_id for r in dataset.records]),
+            probability=scores,
+            label=labels,
+        )
+    return report
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def model_card_markdown(card: dict) -> str:
+    """The Markdown model card from the card dictionary (also written as JSON)."""
+    m = card["validation"]
+    lines = [
+        f"# Model card: {card['name']} {card['version']}",
+        "",
+        card.get("summary", ""),
+        "",
+        "## Intended use",
+        "",
+        card.get("intended_use", ""),
+        "",
+        "## Members",
+        "",
+        "| member | backbone | input | validation AUC | ONNX parity (max abs diff) |",
+        "|---|---|---|---|---|",
+    ]
+    for member in card["members"]:
+        lines.append(
+            f"| {member['name']} | {member['backbone']} | {member['image_size']} px | "
+            f"{_fmt(member.get('val_auc'))} | {_fmt(member.get('parity_max_abs_diff'))} |"
+        )
+    lines += [
+        "",
+        f"## Validation ({m['n']} images, {m['positives']} malignant; lesion-grouped split)",
+        "",
+        f"Decision threshold {m['threshold']:.4f}, chosen on this validation split for sensitivity >= "
+        f"{card['target_sensitivity']:.2f}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    for key in ("auc", "sensitivity", "specificity", "precision", "accuracy", "f1", "ece"):
+        lines.append(f"| {key} | {_fmt(m[key])} |")
+    cm = m["confusion_matrix"]["rows_true_cols_predicted"]
+    lines += [
+        "",
+        "Confusion matrix (rows: truth, columns: prediction): "
+        f"benign {cm[0][0]} / {cm[0][1]}, malignant {cm[1][0]} / {cm[1][1]}.",
+        "",
+        "![ROC](roc.png) ![Reliability](reliability.png)",
+        "",
+        "## AUC per source and subgroup",
+        "",
+    ]
+    for group, values in m["subgroups"].items():
+        lines += [f"### {group}", "", "| value | n | malignant | AUC |", "|---|---|---|---|"]
+        for value, row in values.items():
+            lines.append(f"| {value} | {row['n']} | {row['positives']} | {_fmt(row['auc'])} |")
+        lines.append("")
+    lines += [
+        "## Training",
+        "",
+        "```json",
+        json.dumps(card.get("training", {}), indent=2),
+        "```",
+        "",
+        "## Limitations",
+        "",
+    ]
+    lines += [f"- {item}" for item in card.get("limitations", [])]
+    return "\n".join(lines) + "\n"

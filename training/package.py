@@ -1,0 +1,200 @@
+"""Assemble trained members into an inference model package (``manifest.json`` + member ONNX files + model card),
+choose the decision threshold on the validation split through the same ONNX path the workers use, and write the
+metrics, plots and model card (Markdown + JSON) into the package."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from inference.preprocessing import ImageSpec, MetadataSpec
+from training import evaluate as ev
+from training.data import Split, load_dataset
+
+LIMITATIONS = [
+    "Trained and validated on low-resolution public dermoscopy images (HAM10000 200x150 px, ISIC 2017 256x256 px, "
+    "ISIC UDA-1); performance on clinical (non-dermoscopic) photographs is unknown.",
+    "Image size and style are tied to the source and partly to the label; all images are resized to one square "
+    "input size, and AUC is reported per source so that a source shortcut would be visible.",
+    "The class mix is enriched for malignancy (about 41%); predictive values do not transfer to a clinic's "
+    "prevalence. The threshold targets sensitivity, not precision.",
+    "Validation is one lesion-grouped split of the same sources; an independent test set is needed before "
+    "any clinical claim. This is decision support for a dermatologist, never a diagnosis.",
+]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def member_entry(name: str, onnx_file: Path, spec: ImageSpec, output: str, *, weight: float = 1.0) -> dict:
+    return {
+        "name": name,
+        "file": onnx_file.name,
+        "sha256": sha256_file(onnx_file),
+        "weight": weight,
+        "inputs": {"image": "image", "metadata": "metadata"},
+        "output": output,
+        "preprocessing": spec.to_dict(),
+    }
+
+
+def write_manifest(
+    folder: Path,
+    *,
+    name: str,
+    version: str,
+    members: list[dict],
+    threshold: float,
+    risk_bands: dict,
+    tta: bool,
+    training: dict,
+    metrics: dict,
+) -> dict:
+    manifest = {
+        "format_version": 1,
+        "name": name,
+        "version": version,
+        "task": "binary",
+        "class_names": ["benign", "malignant"],
+        "positive_class": "malignant",
+        "metadata": MetadataSpec().to_dict(),
+        "members": members,
+        "threshold": round(float(threshold), 6),
+        "risk_bands": {k: round(float(v), 6) for k, v in risk_bands.items()},
+        "tta": {"hflip": tta},
+        "training": training,
+        "metrics": metrics,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def build_package(
+    out: str | Path,
+    members: list[dict],
+    *,
+    data: str,
+    split: str | Path,
+    name: str,
+    version: str,
+    target_sensitivity: float = 0.95,
+    tta: bool = True,
+    training: dict | None = None,
+) -> dict:
+    """``members``: [{name, onnx (path), image_spec (dict), output, backbone, run_dir?, parity_max_abs_diff?}].
+
+    Copies the ONNX files into ``out``, scores the validation side of ``split`` through
+    ``inference.runtime`` with a provisional threshold, sets the threshold for ``target_sensitivity``, and
+    writes manifest.json, model_card.md/.json, roc.png, reliability.png and validation_scores.npz."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for member in members:
+        source = Path(member["onnx"])
+        target = out / f"{member['name']}.onnx"
+        if source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
+        entries.append(
+            member_entry(member["name"], target, ImageSpec.from_dict(member["image_spec"]), member["output"])
+        )
+    training = training or {}
+    write_manifest(
+        out,
+        name=name,
+        version=version,
+        members=entries,
+        threshold=0.5,
+        risk_bands={"medium": 0.5, "high": 0.5},
+        tta=tta,
+        training=training,
+        metrics={},
+    )
+    dataset = load_dataset(data, check_images=False)
+    _, val = Split.load(split).apply(dataset)
+    folder, manifest = ev.load_package(out)
+    scores, member_scores = ev.score_dataset(val, folder, manifest)
+    labels = np.array([r.malignant for r in val.records])
+    threshold = ev.threshold_for_sensitivity(labels, scores, target_sensitivity)
+    high = max(threshold, ev.threshold_for_specificity(labels, scores, 0.90))
+    report = ev.full_report(val, scores, threshold)
+    for member in members:
+        member["val_auc"] = ev.roc_auc(labels, member_scores[member["name"]])
+    headline = {
+        k: report[k]
+        for k in (
+            "auc",
+            "sensitivity",
+            "specificity",
+            "precision",
+            "accuracy",
+            "f1",
+            "ece",
+            "n",
+            "positives",
+            "threshold",
+        )
+    }
+    headline["auc_per_source"] = {k: v["auc"] for k, v in report["subgroups"]["source"].items()}
+    headline["member_auc"] = {m["name"]: m["val_auc"] for m in members}
+    training = {
+        **training,
+        "validation_split": "lesion-grouped (lesion_id + near-duplicate hash), stratified "
+        "by label and source",
+        "n_val": len(val.records),
+    }
+    write_manifest(
+        out,
+        name=name,
+        version=version,
+        members=entries,
+        threshold=threshold,
+        risk_bands={"medium": threshold, "high": high},
+        tta=tta,
+        training=training,
+        metrics=headline,
+    )
+    ev.save_plots(labels, scores, out, threshold=threshold, title=f"{name} {version}")
+    np.savez_compressed(
+        out / "validation_scores.npz",
+        image_id=np.array([r.image_id for r in val.records]),
+        probability=scores,
+        label=labels,
+        **{f"member_{k}": v for k, v in member_scores.items()},
+    )
+    card = {
+        "name": name,
+        "version": version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "summary": (
+            f"Ensemble of {len(members)} dual-input EfficientNet members (image + age/sex/site) for "
+            "binary malignant-vs-benign triage of dermoscopic images; ONNX fp32, horizontal-flip TTA "
+            f"{'on' if tta else 'off'}; probabilities are averaged."
+        ),
+        "intended_use": (
+            "Decision support inside TeleDerm: flags cases for dermatologist review and orders "
+            "the queue. It does not replace a dermatologist's diagnosis."
+        ),
+        "target_sensitivity": target_sensitivity,
+        "members": [
+            {k: v for k, v in m.items() if k in ("name", "backbone", "val_auc", "parity_max_abs_diff")}
+            | {"image_size": m["image_spec"]["image_size"]}
+            for m in members
+        ],
+        "validation": report,
+        "risk_bands": {"medium": threshold, "high": high},
+        "training": training,
+        "limitations": LIMITATIONS,
+    }
+    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    (out / "model_card.md").write_text(ev.model_card_markdown(card))
+    return card
