@@ -9,6 +9,9 @@ from django.core.management import call_command
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from cases.vocabulary import Role
+from tests.factories import UserFactory
+
 LOGIN = "/accounts/login/"
 pytestmark = pytest.mark.django_db
 
@@ -138,3 +141,24 @@ def test_login_page_offers_the_code_field(client, db):
     page = client.get(LOGIN).content.decode()
     assert 'name="otp_token"' in page
     assert 'autocomplete="one-time-code"' in page
+
+
+def test_an_administrator_enrols_a_user_in_the_admin_and_gets_the_qr_code(client, dermatologist, password):
+    superuser = UserFactory(username="root", role=Role.ADMIN, is_staff=True, is_superuser=True)
+    client.force_login(superuser)
+    key = "3132333435363738393031323334353637383930"
+
+    response = client.post(
+        "/admin/otp_totp/totpdevice/add/",
+        {"user": dermatologist.pk, "name": "phone", "confirmed": "on", "key": key, "step": 30, "t0": 0,
+         "digits": 6, "tolerance": 1, "drift": 0, "throttling_failure_count": 0},
+    )  # fmt: skip
+
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    device = TOTPDevice.objects.get(user=dermatologist)
+    qr = client.get(f"/admin/otp_totp/totpdevice/{device.pk}/qrcode/")
+    assert qr.status_code == 200 and qr["Content-Type"] == "image/svg+xml"
+    assert "issuer=TeleDerm" in device.config_url
+    client.logout()
+    assert _login(client, "derm", password).status_code == 200  # the password alone is no longer enough
+    assert _login(client, "derm", password, otp_token=_code(device)).status_code == 302
