@@ -1,6 +1,7 @@
 """gunicorn as deployed (docker/Dockerfile.web): behind a proxy that speaks the PROXY protocol, REMOTE_ADDR is
 the client's address, so the audit trail and the login lock-out see the real client; nobody else can set it."""
 
+import json
 import re
 import socket
 import subprocess
@@ -43,11 +44,16 @@ def _http(port: int, request: bytes, *, proxy_from: str | None = None) -> tuple[
 def gunicorn(transactional_db, tmp_path):
     port = _free_port()
     log = (tmp_path / "gunicorn.log").open("wb")
+    # The web image's own gunicorn configuration, on a local port with one process.
     process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("gunicorn")), "teleder.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "1", "--proxy-protocol", "auto", "--proxy-allow-from", "127.0.0.1",
-         "--forwarded-allow-ips", "127.0.0.1", "--no-control-socket"],
-        cwd=ROOT, env=worker_env({"TELEDER_AXES_ENABLED": "1"}), stdout=log, stderr=subprocess.STDOUT,
+        [str(Path(sys.executable).with_name("gunicorn")), "-c", "docker/gunicorn.conf.py", "teleder.wsgi:application"],
+        cwd=ROOT,
+        env=worker_env(
+            {"TELEDER_AXES_ENABLED": "1", "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1",
+             "WEB_THREADS": "1", "PROXY_ALLOW_IPS": "127.0.0.1", "FORWARDED_ALLOW_IPS": "127.0.0.1"}
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while True:
@@ -63,7 +69,7 @@ def gunicorn(transactional_db, tmp_path):
             process.kill()
             pytest.fail((tmp_path / "gunicorn.log").read_text()[-2000:])
         time.sleep(0.2)
-    yield port
+    yield port, tmp_path / "gunicorn.log"
     process.terminate()
     process.wait(timeout=20)
     log.close()
@@ -87,13 +93,22 @@ def _failed_login(port: int, *, proxy_from: str | None, extra_headers: str = "")
 
 
 def test_client_address_comes_from_the_proxy_protocol(gunicorn, clinician):
-    assert _failed_login(gunicorn, proxy_from="203.0.113.9") == 200
+    port, log = gunicorn
+    assert _failed_login(port, proxy_from="203.0.113.9") == 200
 
     assert list(AccessAttempt.objects.values_list("username", "ip_address")) == [("clin", "203.0.113.9")]
+    # The access log is JSON lines with the client's address and the request id.
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.startswith('{"time"')]
+    post = next(x for x in lines if x["message"] == "POST /accounts/login/ 200")
+    assert post["client"] == "203.0.113.9"
+    assert post["logger"] == "gunicorn.access"
+    assert len(post["request_id"]) == 32
 
 
 def test_forwarded_for_headers_are_not_trusted(gunicorn, clinician):
-    assert _failed_login(gunicorn, proxy_from=None, extra_headers="X-Forwarded-For: 198.51.100.77\r\n") == 200
+    assert (
+        _failed_login(gunicorn[0], proxy_from=None, extra_headers="X-Forwarded-For: 198.51.100.77\r\n") == 200
+    )
 
     assert list(AccessAttempt.objects.values_list("ip_address", flat=True)) == ["127.0.0.1"]
 
