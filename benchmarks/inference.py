@@ -309,13 +309,14 @@ class Worker:
             if self.process.poll() is not None:
                 raise SystemExit(f"worker exited: {self.log_path.read_text(errors='replace')[-2000:]}")
             time.sleep(0.2)
+        self.stop()
         raise SystemExit(f"the worker did not start: {self.log_path.read_text(errors='replace')[-3000:]}")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -370,7 +371,8 @@ def end_to_end(
                 raise SystemExit(f"{len(pending)} cases were not analysed in {timeout_s} s")
             return seen
 
-        worker = Worker(scratch / "worker.log").start()
+        worker = Worker(scratch / "worker.log")
+        worker.start()
         for i in range(2):  # warm-up: sessions loaded, connections open
             case = submit([pool[i]])
             wait_done([case.pk])
