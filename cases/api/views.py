@@ -3,6 +3,7 @@
 import string
 
 from django.conf import settings
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, F, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponse
@@ -597,8 +598,11 @@ class CaseReviewView(ApiView):
         ],
     )
     def post(self, request: Request, pk: int) -> Response:
-        data = self.body(s.ReviewCreateSerializer)
+        # The object first: another organization's case is a 404 whatever the body holds.
         case = selectors.case_get(request.user, pk)
+        if not selectors.can_review(request.user, case):
+            raise PermissionDenied("Only a dermatologist serving this organization can review this case.")
+        data = self.body(s.ReviewCreateSerializer)
         review = services.review_submit(
             actor=request.user,
             case=case,
