@@ -315,7 +315,9 @@ def evaluate_csv(
 def _fmt(value) -> str:
     if value is None:
         return "n/a"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.1e}" if 0 < abs(value) < 1e-3 else f"{value:.3f}"
+    return str(value)
 
 
 def model_card_markdown(card: dict) -> str:

@@ -83,6 +83,43 @@ def test_resume_of_a_finished_run_does_not_train_again(trained_run):
     assert summary["n_val"] == len(json.loads((run / "split.json").read_text())["val"])
 
 
+def test_resume_continues_an_interrupted_fine_tuning(trained_run, tmp_path):
+    import shutil
+
+    from training.fit import FitConfig, fit
+
+    _, finished = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    config = json.loads((run / "config.json").read_text())
+    config.update(run_dir=str(run), finetune_epochs=2)
+    (run / "config.json").write_text(json.dumps(config))
+    state = json.loads((run / "state.json").read_text())
+    state["finetune_done"] = False  # as if killed after epoch 1 of 2
+    (run / "state.json").write_text(json.dumps(state))
+    fit(FitConfig.from_dict(config), resume=True)
+    epochs = [line.split(",")[0] for line in (run / "history_finetune.csv").read_text().splitlines()[1:]]
+    assert epochs == ["0", "1"]
+    assert json.loads((run / "state.json").read_text())["finetune_epoch"] == 2
+
+
+def test_member_weights_travel_as_fp16_npz(trained_run, tmp_path):
+    from training.ensemble import export_member_weights, import_member_weights
+    from training.fit import load_member
+
+    _, run = trained_run
+    export_member_weights(run, tmp_path, "m0")
+    copy = import_member_weights(tmp_path / "m0.npz", tmp_path / "m0.json", tmp_path / "imported")
+    original, _, spec = load_member(run)
+    imported, _, _ = load_member(copy)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (4, spec.size, spec.size, 3)).astype(np.float32)
+    meta = np.zeros((4, int(original.inputs[1].shape[-1])), np.float32)
+    a = original([x, meta], training=False).numpy()
+    b = imported([x, meta], training=False).numpy()
+    assert np.abs(a - b).max() < 5e-3  # fp16 weights
+
+
 def test_strict_fit_fails_on_bad_rows_with_a_message(trained_run, tmp_path, capsys):
     from training.__main__ import main
 
