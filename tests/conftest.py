@@ -132,10 +132,17 @@ def worker_env(extra: dict | None = None) -> dict:
 class WorkerProcess:
     """A real ``celery worker`` child process, started and stopped by tests."""
 
-    def __init__(self, log_path: Path, queues: str = "inference,default", extra_env: dict | None = None):
+    def __init__(
+        self,
+        log_path: Path,
+        queues: str = "inference,default",
+        extra_env: dict | None = None,
+        extra_args: list[str] | None = None,
+    ):
         self.log_path = log_path
         self.queues = queues
         self.extra_env = extra_env
+        self.extra_args = extra_args or []
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
@@ -161,6 +168,7 @@ class WorkerProcess:
                 "info",
                 "-n",
                 f"test-{time.monotonic_ns()}@%h",
+                *self.extra_args,
             ],
             cwd=ROOT,
             env=worker_env(self.extra_env),
