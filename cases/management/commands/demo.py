@@ -71,8 +71,11 @@ class Command(BaseCommand):
                             "worker",
                             "-Q",
                             "inference,default",
+                            # prefork, so that task time limits are enforced
                             "-P",
-                            "solo",
+                            "prefork",
+                            "-c",
+                            "1",
                             "-B",
                             "-s",
                             str(settings.VAR_DIR / "celerybeat-schedule"),
