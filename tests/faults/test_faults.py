@@ -68,7 +68,8 @@ class Broker:
             return False
 
     def stop(self) -> None:
-        with contextlib.suppress(redis.ConnectionError, redis.ResponseError):  # the server drops the connection
+        # The server drops the connection as it exits.
+        with contextlib.suppress(redis.ConnectionError, redis.ResponseError):
             self.client().shutdown(nosave=True)
         wait_for(lambda: not self.is_up(), timeout_s=10)
 
