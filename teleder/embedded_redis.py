@@ -71,3 +71,9 @@ def stop(process: subprocess.Popen | None) -> None:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+def shutdown(socket_path: Path) -> None:
+    """Stop whatever embedded server answers on ``socket_path`` (started by this or another process)."""
+    with contextlib.suppress(redis.RedisError, OSError):
+        redis.Redis(unix_socket_path=str(socket_path), socket_connect_timeout=0.5).shutdown(nosave=True)

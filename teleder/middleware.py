@@ -10,8 +10,8 @@ from teleder.context import set_request_context
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    # REMOTE_ADDR is the proxy in a proxied deployment; the deployment guide sets gunicorn's
-    # --forwarded-allow-ips so that REMOTE_ADDR is the real client there. X-Forwarded-For is never trusted here.
+    # Behind the proxy, gunicorn's PROXY protocol (proxy_allow_ips, see docs/deploy.md) makes REMOTE_ADDR the
+    # real client. X-Forwarded-For is never trusted: a client could write anything there.
     value = request.META.get("REMOTE_ADDR", "")
     try:
         return str(ipaddress.ip_address(value))

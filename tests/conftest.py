@@ -2,6 +2,7 @@
 broker and a real Celery worker process for integration tests."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +30,12 @@ def broker():
         process = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET)
     yield settings.CELERY_BROKER_URL
     embedded_redis.stop(process)
+    if settings.EMBEDDED_REDIS:
+        # A fault test may have restarted the embedded broker as a new process: stop that one too.
+        embedded_redis.shutdown(settings.EMBEDDED_REDIS_SOCKET)
+    # The per-run scratch folder (test database file, media, socket) goes with the run.
+    if Path(settings.VAR_DIR).name.startswith("teleder-test-") and not os.environ.get("TELEDER_VAR_DIR"):
+        shutil.rmtree(settings.VAR_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
