@@ -102,6 +102,13 @@ def _rebuild_tensor(storage, offset, size, stride, *args):
     return ("tensor", storage, int(offset), tuple(size), tuple(stride))
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Plain values only (numbers, strings, lists, dicts): any class or function in the stream is refused."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a weights file")
+
+
 class _TorchUnpickler(pickle.Unpickler):
     """Reads the pickles of torch's legacy (non-zip) format into numpy stand-ins."""
 
@@ -130,13 +137,13 @@ def read_legacy_pth(path: str | Path) -> dict[str, np.ndarray]:
         raise WeightsError(f"weights file {path} does not exist")
     with path.open("rb") as handle:
         try:
-            magic = pickle.load(handle)  # noqa: S301 - only the magic number, a plain int
+            magic = _PlainUnpickler(handle).load()
             if magic != 0x1950A86A20F9469CFC6C:
                 raise WeightsError(f"{path} is not a legacy torch file (zip-format files are not supported)")
-            pickle.load(handle)  # noqa: S301 - protocol version
-            pickle.load(handle)  # noqa: S301 - sys info
+            _PlainUnpickler(handle).load()  # protocol version
+            _PlainUnpickler(handle).load()  # sys info
             state = _TorchUnpickler(handle).load()
-            keys = pickle.load(handle)  # noqa: S301 - list of storage keys (strings)
+            keys = _PlainUnpickler(handle).load()  # list of storage keys (strings)
         except (pickle.UnpicklingError, EOFError, KeyError) as exc:
             raise WeightsError(f"cannot read {path}: {exc}") from exc
         storages: dict[str, np.ndarray] = {}
