@@ -6,8 +6,9 @@ import csv
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from cases.audit_export import audit_rows, filter_events
+from cases.audit_export import audit_rows
 from cases.models import AuditEvent
+from cases.selectors import audit_events_filter
 
 
 class Command(BaseCommand):
@@ -24,7 +25,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         try:
-            events = filter_events(
+            events = audit_events_filter(
                 AuditEvent.objects.all(),
                 since=options["since"],
                 until=options["until"],
@@ -32,7 +33,7 @@ class Command(BaseCommand):
                 object_type=options["object_type"],
                 object_id=options["object_id"],
                 organization=options["organization"],
-            )
+            ).order_by("created_at", "id")
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
         try:
