@@ -65,6 +65,11 @@ def test_submit_analyse_review_and_download(
 
     clinic = chromium.new_context(viewport=DESKTOP, accept_downloads=True)
     page = clinic.new_page()
+    # Anything the Content-Security-Policy blocks shows up as a console error: there must be none.
+    blocked: list[str] = []
+    page.on(
+        "console", lambda msg: blocked.append(msg.text) if "Content Security Policy" in msg.text else None
+    )
     log_in(page, live_server, clinician.username, password)
 
     # A new patient.
@@ -126,6 +131,9 @@ def test_submit_analyse_review_and_download(
     # The dermatologist: the case is at the top of the queue; override the AI and sign.
     derm = chromium.new_context(viewport=TABLET)
     review_page = derm.new_page()
+    review_page.on(
+        "console", lambda msg: blocked.append(msg.text) if "Content Security Policy" in msg.text else None
+    )
     log_in(review_page, live_server, dermatologist.username, password)
     review_page.get_by_role("link", name="Review queue").first.click()
     rows = review_page.locator("tr.queue-row")
@@ -164,5 +172,6 @@ def test_submit_analyse_review_and_download(
     assert pdf.startswith(b"%PDF")
     case.refresh_from_db()
     assert case.status == "reported"
+    assert blocked == []
     clinic.close()
     derm.close()
