@@ -8,6 +8,7 @@ doubling the calls.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -313,3 +314,20 @@ def cached_ensemble(key: str, loader: Callable[[], Ensemble], *, keep: int = 2) 
 def clear_cache() -> None:
     with _CACHE_LOCK:
         _CACHE.clear()
+
+
+# ONNX Runtime sessions are not fork-safe: their thread pools do not exist in a forked child (a prefork
+# worker's replacement child, after a time-limit kill say), and the lock may be held by the parent's heartbeat
+# thread at the moment of the fork. A child therefore starts with an empty cache and a fresh lock. The parent's
+# sessions are kept referenced, not destroyed: destroying them would join threads that are not there.
+_INHERITED: list[Ensemble] = []
+
+
+def _forget_sessions_after_fork() -> None:
+    global _CACHE_LOCK
+    _CACHE_LOCK = threading.Lock()
+    _INHERITED.extend(_CACHE.values())
+    _CACHE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_sessions_after_fork)

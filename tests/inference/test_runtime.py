@@ -200,3 +200,37 @@ def test_a_multiclass_member_with_the_wrong_number_of_classes_is_refused(tmp_pat
     manifest, _ = read_manifest(folder)
     with pytest.raises(PackageError, match="returned 4 columns for 3 classes"):
         smoke_test(folder, manifest)
+
+
+def test_a_forked_child_loads_its_own_sessions_and_runs(tmp_path):
+    """A prefork worker's child must not reuse the parent's ONNX Runtime sessions (not fork-safe)."""
+    import multiprocessing
+
+    from PIL import Image
+
+    from inference.package import read_manifest
+    from inference.runtime import Ensemble, RuntimeConfig, cached_ensemble
+    from tests.onnx_models import build_package
+
+    folder = build_package(tmp_path / "pkg")
+    manifest, _ = read_manifest(folder)
+
+    def load():
+        return Ensemble(folder, manifest, RuntimeConfig(providers=("CPUExecutionProvider",)))
+
+    parent = cached_ensemble("fork-test", load)
+
+    def child(queue):
+        loaded = []
+        ensemble = cached_ensemble("fork-test", lambda: loaded.append(1) or load())
+        outcomes = ensemble.predict([Image.new("RGB", (40, 40), (150, 100, 90))], [(50, "male", "torso")])
+        queue.put((loaded == [1], ensemble is not parent, outcomes.images[0].probability))
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    reloaded, distinct, probability = queue.get(timeout=60)
+    process.join(timeout=30)
+    assert process.exitcode == 0
+    assert reloaded and distinct and 0.0 <= probability <= 1.0
