@@ -75,8 +75,8 @@ def export_standin(folder: Path) -> None:
     import tensorflow as tf
     import tf2onnx
 
-    from inference.package import sha256_file
-    from inference.preprocessing import MetadataSpec
+    from inference.package import member_entry, write_manifest
+    from inference.preprocessing import ImageSpec, MetadataSpec
 
     metadata = MetadataSpec()
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,32 +92,22 @@ def export_standin(folder: Path) -> None:
             model, input_signature=signature, opset=17, output_path=str(path)
         )
         members.append(
-            {
-                "name": f"efficientnet_{variant}",
-                "file": path.name,
-                "sha256": sha256_file(path),
-                "weight": 1.0,
-                "inputs": {"image": "image", "metadata": "metadata"},
-                "output": proto.graph.output[0].name,
-                "preprocessing": {"image_size": size, "resize": "squash", "normalisation": "lite"},
-            }
+            member_entry(
+                f"efficientnet_{variant}",
+                path,
+                ImageSpec(size=size, normalisation="lite"),
+                proto.graph.output[0].name,
+            )
         )
-    manifest = {
-        "format_version": 1,
-        "name": "benchmark-standin",
-        "version": "lite012-random",
-        "task": "binary",
-        "class_names": ["benign", "malignant"],
-        "positive_class": "malignant",
-        "metadata": metadata.to_dict(),
-        "members": members,
-        "threshold": 0.5,
-        "risk_bands": {"medium": 0.5, "high": 0.8},
-        "tta": {"hflip": False},
-        "training": {"data": "none: random weights, for timing only"},
-        "metrics": {},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(
+        folder,
+        name="benchmark-standin",
+        version="lite012-random",
+        members=members,
+        threshold=0.5,
+        risk_bands={"medium": 0.5, "high": 0.8},
+        training={"data": "none: random weights, for timing only"},
+    )
 
 
 def keras_baseline(package: Path, n_images: int) -> dict:

@@ -39,14 +39,14 @@ LITE_STANDIN = ROOT / "var" / "benchmarks" / "standin-lite-v1"
 
 def build_standin_package(folder: Path, image_size: int = 224) -> Path:
     """Two dual-input members with EfficientNet-B0-like compute, in the documented package format."""
-    import hashlib
 
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     sys.path.insert(0, str(ROOT))
-    from inference.preprocessing import MetadataSpec
+    from inference.package import member_entry, write_manifest
+    from inference.preprocessing import ImageSpec, MetadataSpec
 
     meta_size = MetadataSpec().size
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,32 +98,17 @@ def build_standin_package(folder: Path, image_size: int = 224) -> Path:
         path = folder / f"member{m}.onnx"
         onnx.save(model, path)
         members.append(
-            {
-                "name": f"standin{m}",
-                "file": path.name,
-                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                "weight": 1.0,
-                "inputs": {"image": "image", "metadata": "metadata"},
-                "output": "probability",
-                "preprocessing": {"image_size": image_size, "resize": "squash", "normalisation": "unit"},
-            }
+            member_entry(f"standin{m}", path, ImageSpec(size=image_size, normalisation="unit"), "probability")
         )
-    manifest = {
-        "format_version": 1,
-        "name": "bench-standin",
-        "version": "1.0.0",
-        "task": "binary",
-        "class_names": ["benign", "malignant"],
-        "positive_class": "malignant",
-        "metadata": MetadataSpec().to_dict(),
-        "members": members,
-        "threshold": 0.5,
-        "risk_bands": {"medium": 0.5, "high": 0.8},
-        "tta": {"hflip": False},
-        "training": {"data": "none: random weights, for throughput only"},
-        "metrics": {},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(
+        folder,
+        name="bench-standin",
+        version="1.0.0",
+        members=members,
+        threshold=0.5,
+        risk_bands={"medium": 0.5, "high": 0.8},
+        training={"data": "none: random weights, for throughput only"},
+    )
     return folder
 
 

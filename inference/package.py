@@ -268,6 +268,51 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def member_entry(name: str, onnx_file: Path, spec: ImageSpec, output: str, *, weight: float = 1.0) -> dict:
+    """One ``members`` entry of a binary dual-input member, with the file's sha256."""
+    return {
+        "name": name,
+        "file": Path(onnx_file).name,
+        "sha256": sha256_file(Path(onnx_file)),
+        "weight": weight,
+        "inputs": {"image": "image", "metadata": "metadata"},
+        "output": output,
+        "preprocessing": spec.to_dict(),
+    }
+
+
+def write_manifest(
+    folder: Path,
+    *,
+    name: str,
+    version: str,
+    members: list[dict],
+    threshold: float,
+    risk_bands: dict,
+    tta: bool = False,
+    training: dict | None = None,
+    metrics: dict | None = None,
+) -> dict:
+    """Write a binary package's ``manifest.json`` (the one writer: training, tests and benchmarks use it)."""
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "version": version,
+        "task": "binary",
+        "class_names": ["benign", "malignant"],
+        "positive_class": "malignant",
+        "metadata": MetadataSpec().to_dict(),
+        "members": members,
+        "threshold": round(float(threshold), 6),
+        "risk_bands": {k: round(float(v), 6) for k, v in risk_bands.items()},
+        "tta": {"hflip": tta},
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+    (Path(folder) / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
 def verify_files(folder: Path, manifest: Manifest) -> None:
     """Every member file exists inside ``folder`` and matches its recorded sha256."""
     root = Path(folder).resolve()

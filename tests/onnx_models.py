@@ -4,15 +4,14 @@ Each member computes sigmoid(a * mean(image) + w . metadata + b) from an NHWC fl
 vector, so its output depends on both inputs like the real EfficientNet members do.
 """
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from inference.preprocessing import MetadataSpec
+from inference.package import member_entry, write_manifest
+from inference.preprocessing import ImageSpec, MetadataSpec
 
 METADATA_SIZE = MetadataSpec().size
 
@@ -63,10 +62,6 @@ def build_member(
     return path
 
 
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def build_package(
     folder: Path,
     *,
@@ -86,30 +81,22 @@ def build_package(
         filename = f"member{i}.onnx"
         build_member(folder / filename, seed=i, image_size=image_size)
         member_entries.append(
-            {
-                "name": f"member{i}",
-                "file": filename,
-                "sha256": sha256_file(folder / filename),
-                "weight": 1.0,
-                "inputs": {"image": "image", "metadata": "metadata"},
-                "output": "probability",
-                "preprocessing": {"image_size": image_size, "resize": "squash", "normalisation": "unit"},
-            }
+            member_entry(
+                f"member{i}",
+                folder / filename,
+                ImageSpec(size=image_size, normalisation="unit"),
+                "probability",
+            )
         )
-    manifest = {
-        "format_version": 1,
-        "name": name,
-        "version": version,
-        "task": "binary",
-        "class_names": ["benign", "malignant"],
-        "positive_class": "malignant",
-        "metadata": MetadataSpec().to_dict(),
-        "members": member_entries,
-        "threshold": threshold,
-        "risk_bands": bands or {"medium": threshold, "high": 0.7},
-        "tta": {"hflip": tta},
-        "training": {"data": "generated test images", "n_train": 0},
-        "metrics": {"auc": 0.5},
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    write_manifest(
+        folder,
+        name=name,
+        version=version,
+        members=member_entries,
+        threshold=threshold,
+        risk_bands=bands or {"medium": threshold, "high": 0.7},
+        tta=tta,
+        training={"data": "generated test images", "n_train": 0},
+        metrics={"auc": 0.5},
+    )
     return folder

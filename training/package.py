@@ -4,7 +4,6 @@ metrics, plots and model card (Markdown + JSON) into the package."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from datetime import UTC, datetime
@@ -12,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.preprocessing import ImageSpec, MetadataSpec
+from inference.package import member_entry, write_manifest
+from inference.preprocessing import ImageSpec
 from training import evaluate as ev
 from training.data import Split, load_dataset
 
@@ -26,57 +26,6 @@ LIMITATIONS = [
     "Validation is one lesion-grouped split of the same sources; an independent test set is needed before "
     "any clinical claim. This is decision support for a dermatologist, never a diagnosis.",
 ]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def member_entry(name: str, onnx_file: Path, spec: ImageSpec, output: str, *, weight: float = 1.0) -> dict:
-    return {
-        "name": name,
-        "file": onnx_file.name,
-        "sha256": sha256_file(onnx_file),
-        "weight": weight,
-        "inputs": {"image": "image", "metadata": "metadata"},
-        "output": output,
-        "preprocessing": spec.to_dict(),
-    }
-
-
-def write_manifest(
-    folder: Path,
-    *,
-    name: str,
-    version: str,
-    members: list[dict],
-    threshold: float,
-    risk_bands: dict,
-    tta: bool,
-    training: dict,
-    metrics: dict,
-) -> dict:
-    manifest = {
-        "format_version": 1,
-        "name": name,
-        "version": version,
-        "task": "binary",
-        "class_names": ["benign", "malignant"],
-        "positive_class": "malignant",
-        "metadata": MetadataSpec().to_dict(),
-        "members": members,
-        "threshold": round(float(threshold), 6),
-        "risk_bands": {k: round(float(v), 6) for k, v in risk_bands.items()},
-        "tta": {"hflip": tta},
-        "training": training,
-        "metrics": metrics,
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
 
 
 def build_package(
