@@ -55,6 +55,15 @@ def _rate(images: int, seconds: float) -> float:
     return round(images / seconds, 1) if seconds > 0 else float("nan")
 
 
+def _timed_fit(model, inputs, meta, labels, b: int, n_steps: int) -> float:
+    """Images/s of ``model.fit`` over ``n_steps`` batches, after one untimed batch (tracing)."""
+    model.fit([inputs[:b], meta[:b]], labels[:b], batch_size=b, epochs=1, verbose=0)
+    n = n_steps * b
+    t = time.perf_counter()
+    model.fit([inputs[:n], meta[:n]], labels[:n], batch_size=b, epochs=1, verbose=0, shuffle=False)
+    return _rate(n, time.perf_counter() - t)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -112,17 +121,7 @@ def main() -> int:
     # Baseline: plain model.fit on pixels, backbone frozen.
     dual.backbone.trainable = False
     dual.train_model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
-    dual.train_model.fit([x[:b], meta[:b]], labels[:b], batch_size=b, epochs=1, verbose=0)
-    t = time.perf_counter()
-    dual.train_model.fit(
-        [x[: n_steps * b], meta[: n_steps * b]],
-        labels[: n_steps * b],
-        batch_size=b,
-        epochs=1,
-        verbose=0,
-        shuffle=False,
-    )
-    results["plain_fit_frozen"] = _rate(n_steps * b, time.perf_counter() - t)
+    results["plain_fit_frozen"] = _timed_fit(dual.train_model, x, meta, labels, b, n_steps)
 
     # Phase 2: top blocks on cached activations (flip variants) vs plain model.fit with the same blocks trainable.
     trainable_top(dual.backbone, args.top_blocks)
@@ -138,30 +137,10 @@ def main() -> int:
     variant = rng.integers(0, 2, len(x))
     rows = np.arange(len(x))
     batch = cache[variant[rows], rows].astype(np.float32)
-    trainer.fit([batch[:b], meta[:b]], labels[:b], batch_size=b, epochs=1, verbose=0)
-    t = time.perf_counter()
-    trainer.fit(
-        [batch[: n_steps * b], meta[: n_steps * b]],
-        labels[: n_steps * b],
-        batch_size=b,
-        epochs=1,
-        verbose=0,
-        shuffle=False,
-    )
-    results["finetune_cached"] = _rate(n_steps * b, time.perf_counter() - t)
+    results["finetune_cached"] = _timed_fit(trainer, batch, meta, labels, b, n_steps)
 
     dual.train_model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
-    dual.train_model.fit([x[:b], meta[:b]], labels[:b], batch_size=b, epochs=1, verbose=0)
-    t = time.perf_counter()
-    dual.train_model.fit(
-        [x[: n_steps * b], meta[: n_steps * b]],
-        labels[: n_steps * b],
-        batch_size=b,
-        epochs=1,
-        verbose=0,
-        shuffle=False,
-    )
-    results["plain_fit_top"] = _rate(n_steps * b, time.perf_counter() - t)
+    results["plain_fit_top"] = _timed_fit(dual.train_model, x, meta, labels, b, n_steps)
 
     print(
         f"{args.backbone} @ {spec.size}px, batch {b}, {n_steps} timed steps, top {args.top_blocks} blocks, "
