@@ -55,6 +55,11 @@ def session_options(config: RuntimeConfig, *, shared: bool) -> ort.SessionOption
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Cases carry 1-10 images, so every batch size is a new input shape. ORT's memory-pattern planner traces
+    # the first run of each shape and pre-allocates (and page-faults) one block on the second: measured on the
+    # bundled ensemble, a 10-image case took 612 ms, then 1190 ms, before settling at 330 ms. Without the
+    # planner: 438 ms, then 317 ms, and the same steady state (benchmarks/inference.py, docs/inference.md).
+    options.enable_mem_pattern = False
     if config.intra_op_threads > 0:
         options.intra_op_num_threads = config.intra_op_threads
     if config.inter_op_threads > 0:
@@ -216,6 +221,17 @@ class Ensemble:
         stacked = np.stack(member_outputs)  # (members, N, classes)
         combined = np.tensordot(self.weights, stacked, axes=1)  # (N, classes)
         return [self._outcome(i, combined, stacked) for i in range(n)], model_ms
+
+    def warm_up(self, batch_size: int) -> float:
+        """Run one synthetic batch of ``batch_size`` images (unknown metadata) so that the first real case of
+        that size does not pay ONNX Runtime's first-run costs; returns the milliseconds it took."""
+        rng = np.random.default_rng(0)
+        images = [
+            Image.fromarray(rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8))
+            for _ in range(max(1, batch_size))
+        ]
+        _, model_ms = self.run(self.prepare(images, [(None, None, None)] * len(images)))
+        return model_ms
 
     def predict(self, images: Sequence[Any], metadata: Sequence[Metadata]) -> BatchOutcome:
         started = time.perf_counter()

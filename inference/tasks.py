@@ -100,7 +100,8 @@ def _load_active_model(**_: object) -> None:
     try:
         version = active_model_version()
         if version is not None:
-            ensemble_for(version)
+            # A warm-up batch of the largest case size: the first real case then runs at steady speed.
+            ensemble_for(version).warm_up(settings.TELEDER_MAX_IMAGES_PER_CASE)
     except Exception:  # noqa: BLE001 - the task reports the problem on the case itself
         logger.warning("could not preload the active model", exc_info=True)
     finally:

@@ -84,6 +84,20 @@ def test_sessions_do_not_spin_when_an_ensemble_shares_the_process(tmp_path):
         one.sessions[0].get_session_options().get_session_config_entry(entry)
 
 
+def test_sessions_do_not_plan_memory_per_input_shape(package):
+    # Every case size is a new batch shape; ORT's per-shape memory-pattern planning made the second case of a
+    # new size 2-4x slower than steady state (docs/inference.md), so it is off for every member.
+    ensemble = load(package)
+    assert all(not s.get_session_options().enable_mem_pattern for s in ensemble.sessions)
+
+
+def test_warm_up_runs_a_synthetic_batch_and_leaves_answers_unchanged(package):
+    ensemble = load(package)
+    before = ensemble.predict([image_bytes(seed=4)], [META]).images[0].probability
+    assert ensemble.warm_up(10) > 0
+    assert ensemble.predict([image_bytes(seed=4)], [META]).images[0].probability == pytest.approx(before)
+
+
 def test_providers_fall_back_to_the_cpu():
     assert select_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[-1] == "CPUExecutionProvider"
     assert select_providers(["NoSuchExecutionProvider"]) == ["CPUExecutionProvider"]
