@@ -36,6 +36,10 @@ def _fit_parser(sub) -> None:
         "limit": "use only the first N rows (smoke tests)",
         "max_minutes": "stop after the epoch that passes this time budget",
         "mixed_precision": "auto (on with a GPU), on or off",
+        "supervision": "binary task: malignant (train on the label) or diagnosis (train on the seven "
+        "HAM10000 diagnoses, serve P(mel)+P(bcc)+P(akiec))",
+        "cache_variants": "cached mode: dihedral variants cached per training image, 1-8 "
+        "(flips, then 90-degree turns)",
     }
     for f in fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")

@@ -30,6 +30,9 @@ class FitConfig:
     data: str
     run_dir: str
     task: str = "binary"
+    # binary task only: "diagnosis" trains the head over the seven HAM10000 diagnoses and serves
+    # P(malignant) = P(mel) + P(bcc) + P(akiec); "malignant" trains on the binary label directly.
+    supervision: str = "malignant"
     backbone: str = "efficientnet_lite0"
     image_size: int | None = None
     resize: str = "squash"
@@ -50,7 +53,7 @@ class FitConfig:
     finetune_mode: str = (
         "cached"  # cached: train the top blocks on cached activations (Lite); pixels: full graph
     )
-    cache_variants: int = 3  # cached mode: identity, horizontal flip, vertical flip
+    cache_variants: int = 3  # cached mode: the first N of the 8 dihedral variants (flips, 90-degree turns)
     batch_size: int = 16
     loss: str = "bce"  # or "focal"
     dropout: float = 0.3
@@ -64,6 +67,28 @@ class FitConfig:
     def from_dict(cls, values: dict) -> FitConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+    @property
+    def head_outputs(self) -> int:
+        """Columns the head is trained on: 1 (binary label) or one per diagnosis."""
+        if self.task == "multiclass" or self.supervision == "diagnosis":
+            return len(data_mod.HAM_CLASSES)
+        return 1
+
+    @property
+    def positive_classes(self) -> tuple[int, ...] | None:
+        """Diagnosis-supervised binary members: the class indices summed into P(malignant)."""
+        if self.task == "binary" and self.supervision == "diagnosis":
+            return tuple(i for i, c in enumerate(data_mod.HAM_CLASSES) if c in data_mod.MALIGNANT_DIAGNOSES)
+        return None
+
+    def validate(self) -> None:
+        if self.supervision not in ("malignant", "diagnosis"):
+            raise ValueError(f"unknown supervision {self.supervision!r} (malignant or diagnosis)")
+        if self.supervision == "diagnosis" and self.task != "binary":
+            raise ValueError("--supervision diagnosis applies to the binary task only")
+        if not 1 <= self.cache_variants <= len(_VARIANTS):
+            raise ValueError(f"--cache-variants must be between 1 and {len(_VARIANTS)}")
 
     def image_spec(self) -> ImageSpec:
         info = backbone_info(self.backbone)
@@ -165,16 +190,39 @@ def _loss(config: FitConfig, n_outputs: int):
     return keras.losses.BinaryCrossentropy()
 
 
-def _metrics(n_outputs: int) -> list:
+def _metrics(config: FitConfig, n_outputs: int) -> list:
     import keras
 
+    if config.positive_classes:
+        return [
+            _positive_auc(config.positive_classes, n_outputs),
+            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+        ]
     if n_outputs > 1:
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     return [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]
 
 
-def _monitor(n_outputs: int) -> tuple[str, str]:
-    return ("val_auc", "max") if n_outputs == 1 else ("val_loss", "min")
+def _positive_auc(positive_classes: tuple[int, ...], n_classes: int):
+    """ROC AUC of the summed positive-class probability against "the true class is positive"."""
+    import keras
+    from keras import ops
+
+    mask = np.zeros(n_classes, np.float32)
+    mask[list(positive_classes)] = 1.0
+
+    class PositiveAUC(keras.metrics.AUC):
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            classes = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+            truth = ops.take(ops.convert_to_tensor(mask), classes)
+            score = ops.sum(ops.cast(y_pred, "float32") * mask, axis=-1)
+            return super().update_state(truth, score, sample_weight)
+
+    return PositiveAUC(name="auc")
+
+
+def _monitor(config: FitConfig, n_outputs: int) -> tuple[str, str]:
+    return ("val_auc", "max") if n_outputs == 1 or config.positive_classes else ("val_loss", "min")
 
 
 def _callbacks(
@@ -182,7 +230,7 @@ def _callbacks(
 ) -> list:
     import keras
 
-    monitor, mode = _monitor(n_outputs)
+    monitor, mode = _monitor(config, n_outputs)
 
     class EpochState(keras.callbacks.Callback):
         """Writes last.weights.h5 + state.json after each epoch (resume), stops at the time budget."""
@@ -250,11 +298,21 @@ def _cached_split(dual, config: FitConfig):
     return split_lite(dual.backbone, len(starts) - config.top_blocks)
 
 
+def _transpose(b: np.ndarray) -> np.ndarray:
+    return b.transpose(0, 2, 1, 3)
+
+
+# The dihedral group of the square (dermoscopy has no "up"): identity, flips, 180 degrees, then the
+# transposed versions (90- and 270-degree turns and the two diagonal mirrors).
 _VARIANTS = (
     lambda b: b,
     lambda b: b[:, :, ::-1, :],
     lambda b: b[:, ::-1, :, :],
     lambda b: b[:, ::-1, ::-1, :],
+    lambda b: _transpose(b),
+    lambda b: _transpose(b)[:, :, ::-1, :],
+    lambda b: _transpose(b)[:, ::-1, :, :],
+    lambda b: _transpose(b)[:, ::-1, ::-1, :],
 )
 
 
@@ -338,6 +396,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
     """Train one member; returns a summary (run folder, best validation metric, timings)."""
     import keras
 
+    config.validate()
     run_dir = Path(config.run_dir)
     if run_dir.exists() and any(run_dir.iterdir()) and not resume and (run_dir / "config.json").exists():
         raise FileExistsError(f"{run_dir} already holds a run; use --resume or another --run-dir")
@@ -361,7 +420,8 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         keras.mixed_precision.global_policy().name,
     )
 
-    dataset = data_mod.load_dataset(config.data, task=config.task, strict=config.strict)
+    load_task = "multiclass" if config.head_outputs > 1 else "binary"  # labels = diagnosis indices
+    dataset = data_mod.load_dataset(config.data, task=load_task, strict=config.strict)
     if config.limit:
         dataset = dataset.subset(range(min(config.limit, len(dataset.records))))
     (run_dir / "bad_rows.json").write_text(json.dumps(dataset.bad_rows, indent=1))
@@ -391,7 +451,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
 
     spec = config.image_spec()
     meta_spec = MetadataSpec()
-    n_outputs = 1 if config.task == "binary" else len(data_mod.HAM_CLASSES)
+    n_outputs = config.head_outputs
     from training.model import build_dual_model
 
     dual = build_dual_model(
@@ -402,6 +462,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         n_outputs=n_outputs,
         dropout=config.dropout,
         seed=config.seed,
+        positive_classes=config.positive_classes,
     )
     t0 = time.monotonic()
     train_px, val_px = data_mod.image_cache(train_set, spec), data_mod.image_cache(val_set, spec)
@@ -411,13 +472,18 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
     )
     y_train = train_set.labels.astype(np.float32 if n_outputs == 1 else np.int64)
     y_val = val_set.labels.astype(np.float32 if n_outputs == 1 else np.int64)
-    cw = data_mod.class_weights(train_set.labels, max(2, n_outputs))
-    w_train = np.array([cw[int(label)] for label in train_set.labels], dtype=np.float32)
+    if config.positive_classes:  # balance malignant against benign, as the binary members do
+        malignant = np.array([r.malignant for r in train_set.records], dtype=np.int64)
+        cw = data_mod.class_weights(malignant, 2)
+        w_train = np.array([cw[int(m)] for m in malignant], dtype=np.float32)
+    else:
+        cw = data_mod.class_weights(train_set.labels, max(2, n_outputs))
+        w_train = np.array([cw[int(label)] for label in train_set.labels], dtype=np.float32)
     timings = {"decode_s": round(time.monotonic() - t0, 1)}
     state = _read_state(run_dir)
 
     # Phase 1: head on cached frozen features.
-    monitor, mode = _monitor(n_outputs)
+    monitor, mode = _monitor(config, n_outputs)
     cached = _cached_split(dual, config)
     cache = None
     if state.get("phase") in (None, "head") and not state.get("head_done"):
@@ -444,7 +510,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         dual.head.compile(
             optimizer=keras.optimizers.Adam(config.head_lr),
             loss=_loss(config, n_outputs),
-            metrics=_metrics(n_outputs),
+            metrics=_metrics(config, n_outputs),
         )
         if (run_dir / "head_last.weights.h5").exists():
             dual.head.load_weights(str(run_dir / "head_last.weights.h5"))
@@ -519,7 +585,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         trainer.compile(
             optimizer=keras.optimizers.Adam(config.finetune_lr),
             loss=_loss(config, n_outputs),
-            metrics=_metrics(n_outputs),
+            metrics=_metrics(config, n_outputs),
         )
         t1 = time.monotonic()
         initial = state.get("finetune_epoch", 0)
@@ -552,7 +618,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         run_dir / "val_predictions.npz",
         image_id=np.array([r.image_id for r in val_set.records]),
         probability=probabilities,
-        label=y_val,
+        label=np.array([r.malignant for r in val_set.records]) if config.positive_classes else y_val,
     )
     state = _read_state(run_dir)
     summary = {
@@ -580,15 +646,15 @@ def load_member(run_dir: str | Path, *, weights_file: str = "model.weights.h5"):
     run_dir = Path(run_dir)
     config = FitConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     spec = config.image_spec()
-    n_outputs = 1 if config.task == "binary" else len(data_mod.HAM_CLASSES)
     dual = build_dual_model(
         config.backbone,
         image_size=spec.size,
         metadata_size=MetadataSpec().size,
         weights=None,
-        n_outputs=n_outputs,
+        n_outputs=config.head_outputs,
         dropout=config.dropout,
         augment=False,
+        positive_classes=config.positive_classes,
     )
     dual.model.load_weights(str(run_dir / weights_file))
     return dual.model, config, spec

@@ -18,7 +18,7 @@ class DualModel:
     head: object
     model: object
     train_model: object
-    n_outputs: int
+    n_outputs: int  # columns the head is trained on (1, or one per class)
 
 
 def build_head(
@@ -86,7 +86,11 @@ def build_dual_model(
     dropout: float = 0.3,
     augment: bool = True,
     seed: int = 0,
+    positive_classes: tuple[int, ...] | None = None,
 ) -> DualModel:
+    """``positive_classes``: the head is trained over ``n_outputs`` classes (a softmax), but ``model`` (the
+    exported graph) returns one column, the summed probability of these classes (P(malignant) from the seven
+    diagnoses)."""
     import keras
 
     info = backbone_info(backbone_name)
@@ -95,7 +99,24 @@ def build_dual_model(
     head = build_head(int(backbone.output.shape[-1]), metadata_size, n_outputs=n_outputs, dropout=dropout)
     image = keras.Input(shape=(size, size, 3), name="image")
     metadata = keras.Input(shape=(metadata_size,), name="metadata")
-    model = keras.Model([image, metadata], head([backbone(image), metadata]), name="teleder_member")
+    output = head([backbone(image), metadata])
+    if positive_classes:
+        output = positive_sum(output, n_outputs, positive_classes)
+    model = keras.Model([image, metadata], output, name="teleder_member")
     augmented = augmentation(info.normalisation, seed=seed)(image) if augment else image
     train_model = keras.Model([image, metadata], head([backbone(augmented), metadata]), name="train_member")
     return DualModel(backbone, head, model, train_model, n_outputs)
+
+
+def positive_sum(probabilities, n_classes: int, positive_classes: tuple[int, ...]):
+    """A fixed (non-trainable) linear layer: the sum of the positive classes' probabilities, shape (N, 1).
+    A plain Dense layer keeps the graph exportable by tf2onnx (a Lambda would not be)."""
+    import numpy as np
+    from keras import layers
+
+    mask = np.zeros((n_classes, 1), np.float32)
+    mask[list(positive_classes), 0] = 1.0
+    layer = layers.Dense(1, use_bias=False, trainable=False, dtype="float32", name="positive_sum")
+    output = layer(probabilities)
+    layer.set_weights([mask])
+    return output

@@ -120,6 +120,52 @@ def test_member_weights_travel_as_fp16_npz(trained_run, tmp_path):
     assert np.abs(a - b).max() < 5e-3  # fp16 weights
 
 
+def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(trained_run, tmp_path):
+    """--supervision diagnosis: the head learns the seven diagnoses on all eight dihedral variants; the
+    exported member returns one column, P(mel) + P(bcc) + P(akiec), and matches Keras in ONNX Runtime."""
+    import onnxruntime as ort
+
+    from training.__main__ import main
+    from training.data import HAM_CLASSES
+    from training.fit import load_member
+
+    csv_path, _ = trained_run
+    run = tmp_path / "dx"
+    args = ["fit", "--data", str(csv_path), "--run-dir", str(run), "--backbone", "efficientnet_lite0"]
+    args += ["--weights", "none", "--image-size", "32", "--k", "4", "--head-epochs", "1"]
+    args += ["--finetune-epochs", "1", "--top-blocks", "2", "--batch-size", "8", "--head-batch", "16"]
+    assert main([*args, "--supervision", "diagnosis", "--cache-variants", "8"]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["monitor"] == "val_auc" and 0.0 <= summary["best_finetune"] <= 1.0
+    history = (run / "history_finetune.csv").read_text().splitlines()[0].split(",")
+    assert "val_auc" in history
+
+    model, config, spec = load_member(run)
+    assert model.output.shape[-1] == 1 and config.head_outputs == len(HAM_CLASSES)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(-1, 1, (3, spec.size, spec.size, 3)).astype(np.float32)
+    meta = np.zeros((3, int(model.inputs[1].shape[-1])), np.float32)
+    probability = model([x, meta], training=False).numpy()
+    assert np.all((probability >= 0) & (probability <= 1))
+
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "dx.onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "dx.onnx"), providers=["CPUExecutionProvider"])
+    (served,) = session.run(None, {"image": x, "metadata": meta})
+    assert served.shape == (3, 1)
+    assert np.abs(served - probability).max() <= 1e-4
+
+
+def test_fit_refuses_impossible_supervision_settings(trained_run, tmp_path, capsys):
+    from training.__main__ import main
+
+    csv_path, _ = trained_run
+    base = ["fit", "--data", str(csv_path), "--run-dir", str(tmp_path / "r"), "--weights", "none"]
+    assert main([*base, "--task", "multiclass", "--supervision", "diagnosis"]) == 2
+    assert "binary task only" in capsys.readouterr().err
+    assert main([*base, "--cache-variants", "9"]) == 2
+    assert "between 1 and 8" in capsys.readouterr().err
+
+
 def test_strict_fit_fails_on_bad_rows_with_a_message(trained_run, tmp_path, capsys):
     from training.__main__ import main
 
