@@ -40,6 +40,8 @@ def _fit_parser(sub) -> None:
         "HAM10000 diagnoses, serve P(mel)+P(bcc)+P(akiec))",
         "cache_variants": "cached mode: dihedral variants cached per training image, 1-8 "
         "(flips, then 90-degree turns)",
+        "cache_augment": "cached mode: pass every cached variant but the first through the random rotation, "
+        "zoom, brightness and contrast augmentations",
     }
     for f in fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")

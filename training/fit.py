@@ -54,6 +54,9 @@ class FitConfig:
         "cached"  # cached: train the top blocks on cached activations (Lite); pixels: full graph
     )
     cache_variants: int = 3  # cached mode: the first N of the 8 dihedral variants (flips, 90-degree turns)
+    # cached mode: variants after the first also go through the random augmentations (rotation, zoom,
+    # brightness, contrast) before the frozen bottom, so the cached epochs see more than flips
+    cache_augment: bool = False
     batch_size: int = 16
     loss: str = "bce"  # or "focal"
     dropout: float = 0.3
@@ -319,9 +322,15 @@ _VARIANTS = (
 def _activation_cache(
     cached, train_px: np.ndarray, val_px: np.ndarray, spec: ImageSpec, config: FitConfig
 ) -> dict:
-    """Frozen-bottom activations, fp16: train (variants, N, h, w, c) under flips, validation (N, h, w, c)."""
+    """Frozen-bottom activations, fp16: train (variants, N, h, w, c) under flips (and, with ``cache_augment``,
+    the random augmentations for every variant but the first), validation (N, h, w, c) as they are."""
     from tqdm import tqdm
 
+    augment = None
+    if config.cache_augment:
+        from training.model import augmentation
+
+        augment = augmentation(backbone_info(config.backbone).normalisation, seed=config.seed)
     bottom = cached[0]
     shape = tuple(int(d) for d in bottom.output.shape[1:])
     n_variants = max(1, min(config.cache_variants, len(_VARIANTS)))
@@ -333,6 +342,8 @@ def _activation_cache(
         for variant, pixels, target in jobs:
             for start in range(0, len(pixels), batch):
                 x = _VARIANTS[variant](data_mod.normalised(pixels[start : start + batch], spec))
+                if augment is not None and variant > 0:  # validation is always variant 0, as it is
+                    x = np.asarray(augment(np.ascontiguousarray(x), training=True), dtype=np.float32)
                 target[start : start + batch] = np.asarray(bottom.predict_on_batch(np.ascontiguousarray(x)))
                 bar.update(len(x))
     log.info(

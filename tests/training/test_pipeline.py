@@ -121,8 +121,8 @@ def test_member_weights_travel_as_fp16_npz(trained_run, tmp_path):
 
 
 def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(trained_run, tmp_path):
-    """--supervision diagnosis: the head learns the seven diagnoses on all eight dihedral variants; the
-    exported member returns one column, P(mel) + P(bcc) + P(akiec), and matches Keras in ONNX Runtime."""
+    """--supervision diagnosis: the head learns the seven diagnoses on all eight dihedral variants (augmented);
+    the exported member returns one column, P(mel) + P(bcc) + P(akiec), and matches Keras in ONNX Runtime."""
     import onnxruntime as ort
 
     from training.__main__ import main
@@ -134,7 +134,9 @@ def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(tra
     args = ["fit", "--data", str(csv_path), "--run-dir", str(run), "--backbone", "efficientnet_lite0"]
     args += ["--weights", "none", "--image-size", "32", "--k", "4", "--head-epochs", "1"]
     args += ["--finetune-epochs", "1", "--top-blocks", "2", "--batch-size", "8", "--head-batch", "16"]
-    assert main([*args, "--supervision", "diagnosis", "--cache-variants", "8"]) == 0
+    assert (
+        main([*args, "--supervision", "diagnosis", "--cache-variants", "8", "--cache-augment", "true"]) == 0
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["monitor"] == "val_auc" and 0.0 <= summary["best_finetune"] <= 1.0
     history = (run / "history_finetune.csv").read_text().splitlines()[0].split(",")
