@@ -106,6 +106,20 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _recipe(config: dict) -> str:
+    """One line on how a member was trained, for the model card."""
+    supervision = (
+        "7 diagnoses -> P(malignant)" if config.get("supervision") == "diagnosis" else config["task"]
+    )
+    blocks = config.get("top_blocks")
+    tuned = "whole backbone" if blocks is not None and blocks < 0 else f"top {blocks} blocks"
+    mode = config.get("finetune_mode", "cached")
+    if mode == "cached":
+        variants = f"{config.get('cache_variants', 3)} cached variants"
+        mode = variants + (" (augmented)" if config.get("cache_augment") else "")
+    return f"{supervision}; {tuned}, {mode}; lr {config.get('finetune_lr')}; seed {config.get('seed')}"
+
+
 def _cmd_package(args) -> int:
     from training.export import export_member
     from training.package import build_package
@@ -120,8 +134,10 @@ def _cmd_package(args) -> int:
         result = export_member(run, out / f"{name}.onnx", tolerance=args.tolerance)
         summary_path = Path(run) / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+        config_path = Path(run) / "config.json"
         members.append(
             {
+                "recipe": _recipe(json.loads(config_path.read_text())) if config_path.exists() else None,
                 "name": name,
                 "onnx": result["file"],
                 "image_spec": result["image_spec"],

@@ -334,12 +334,13 @@ def model_card_markdown(card: dict) -> str:
         "",
         "## Members",
         "",
-        "| member | backbone | input | validation AUC | ONNX parity (max abs diff) |",
-        "|---|---|---|---|---|",
+        "| member | backbone | input | training | validation AUC | ONNX parity (max abs diff) |",
+        "|---|---|---|---|---|---|",
     ]
     for member in card["members"]:
         lines.append(
             f"| {member['name']} | {member['backbone']} | {member['image_size']} px | "
+            f"{member.get('recipe') or '-'} | "
             f"{_fmt(member.get('val_auc'))} | {_fmt(member.get('parity_max_abs_diff'))} |"
         )
     lines += [

@@ -135,7 +135,11 @@ def build_package(
         ),
         "target_sensitivity": target_sensitivity,
         "members": [
-            {k: v for k, v in m.items() if k in ("name", "backbone", "val_auc", "parity_max_abs_diff")}
+            {
+                k: v
+                for k, v in m.items()
+                if k in ("name", "backbone", "val_auc", "parity_max_abs_diff", "recipe")
+            }
             | {"image_size": m["image_spec"]["image_size"]}
             for m in members
         ],
