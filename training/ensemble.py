@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-# name, backbone, input size, seed, top blocks fine-tuned on CPU (the last two stages)
+# The members of models/default (1.1.0): name, backbone, input size, seed, top blocks fine-tuned on CPU (stages 4-7,
+# on cached activations). All are trained on the seven diagnoses (served as P(malignant)) with 8 dihedral variants.
 DEFAULT_MEMBERS: tuple[tuple[str, str, int, int, int], ...] = (
-    ("lite0", "efficientnet_lite0", 224, 1, 5),
-    ("lite1", "efficientnet_lite1", 240, 2, 6),
-    ("lite2", "efficientnet_lite2", 260, 3, 6),
+    ("lite0a", "efficientnet_lite0", 224, 4, 11),
+    ("lite0b", "efficientnet_lite0", 224, 8, 11),
+    ("lite0c", "efficientnet_lite0", 224, 9, 11),
+    ("lite1", "efficientnet_lite1", 240, 5, 14),
 )
 
 
@@ -62,8 +64,10 @@ def import_member_weights(npz: Path, record_path: Path, run_dir: Path, *, data: 
         image_size=spec.size,
         metadata_size=MetadataSpec().size,
         weights=None,
+        n_outputs=config.head_outputs,
         dropout=config.dropout,
         augment=False,
+        positive_classes=config.positive_classes,
     )
     with np.load(npz) as arrays:
         weights = [arrays[k].astype(np.float32) for k in sorted(arrays.files)]
@@ -90,14 +94,16 @@ def train_members(
     members: list[str],
     image_size: int | None = None,
     limit: int | None = None,
-    finetune_epochs: int = 30,
+    finetune_epochs: int = 16,
     head_epochs: int = 15,
     steps_per_epoch: int | None = None,
     batch_size: int = 64,
     weights_dir: Path | None = None,
     all_blocks: bool = False,
     finetune_lr: float = 2e-4,
-    patience: int = 3,
+    patience: int = 4,
+    supervision: str = "diagnosis",
+    cache_variants: int = 8,
 ) -> list[dict]:
     import keras
 
@@ -124,6 +130,8 @@ def train_members(
             finetune_epochs=finetune_epochs,
             finetune_lr=finetune_lr,
             top_blocks=-1 if all_blocks else top_blocks,
+            supervision=supervision,
+            cache_variants=cache_variants,
             batch_size=batch_size,
             patience=patience,
             steps_per_epoch=steps_per_epoch,
@@ -154,15 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--runs", type=Path, default=Path("runs/ensemble"))
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--minutes", type=float, default=60.0)
-    train.add_argument("--members", default="lite0,lite1,lite2")
+    train.add_argument("--members", default=",".join(m[0] for m in DEFAULT_MEMBERS))
     train.add_argument("--image-size", type=int)
     train.add_argument("--limit", type=int)
-    train.add_argument("--finetune-epochs", type=int, default=30)
+    train.add_argument("--finetune-epochs", type=int, default=16)
     train.add_argument("--head-epochs", type=int, default=15)
     train.add_argument("--steps-per-epoch", type=int)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--finetune-lr", type=float, default=2e-4)
-    train.add_argument("--patience", type=int, default=3)
+    train.add_argument("--patience", type=int, default=4)
+    train.add_argument("--supervision", choices=("malignant", "diagnosis"), default="diagnosis")
+    train.add_argument("--cache-variants", type=int, default=8)
     train.add_argument(
         "--all-blocks", action="store_true", help="fine-tune the whole backbone on pixels (GPU)"
     )
@@ -194,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             all_blocks=args.all_blocks,
             finetune_lr=args.finetune_lr,
             patience=args.patience,
+            supervision=args.supervision,
+            cache_variants=args.cache_variants,
         )
     else:
         print(import_member_weights(args.npz, args.record, args.run_dir, data=args.data))

@@ -156,6 +156,14 @@ def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(tra
     assert served.shape == (3, 1)
     assert np.abs(served - probability).max() <= 1e-4
 
+    # Such a member also travels between machines as fp16 weights (the GPU path) and comes back the same.
+    from training.ensemble import export_member_weights, import_member_weights
+
+    export_member_weights(run, tmp_path, "dx")
+    copy = import_member_weights(tmp_path / "dx.npz", tmp_path / "dx.json", tmp_path / "imported")
+    imported, _, _ = load_member(copy)
+    assert np.abs(imported([x, meta], training=False).numpy() - probability).max() < 5e-3
+
 
 def test_fit_refuses_impossible_supervision_settings(trained_run, tmp_path, capsys):
     from training.__main__ import main
