@@ -117,9 +117,13 @@ def keras_baseline(package: Path, n_images: int) -> dict:
     from inference.preprocessing import image_tensor, metadata_vector
 
     manifest, _ = read_manifest(package)
+    # The architecture of each member: the training summary's backbone when the package records it
+    # (members may be named lite0a, lite0b, ...), else the member's name (lite0, lite1, lite2).
+    trained = json.loads((package / "manifest.json").read_text()).get("training", {}).get("members", {})
     models = []
     for seed, member in enumerate(manifest.members):
-        variant = member.name.removeprefix("efficientnet_")
+        backbone = (trained.get(member.name) or {}).get("backbone") or member.name
+        variant = backbone.removeprefix("efficientnet_")
         try:
             models.append((member, _keras_member(variant, member.image.size, manifest.metadata.size, seed)))
         except (ValueError, ImportError) as exc:
