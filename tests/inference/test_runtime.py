@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from inference import runtime
-from inference.package import PackageError, read_manifest
+from inference.package import PackageError, read_manifest, sha256_file
 from inference.preprocessing import hflip, image_tensor, metadata_vector
 from inference.runtime import Ensemble, ModelError, RuntimeConfig, select_providers, smoke_test
 from tests.images import image_bytes
@@ -72,23 +72,58 @@ def test_hflip_mirrors_width_only():
     assert np.array_equal(hflip(batch)[:, :, 0, :], batch[:, :, 2, :])
 
 
-def test_sessions_do_not_spin_when_an_ensemble_shares_the_process(tmp_path):
-    two = load(build_package(tmp_path / "two", members=2), intra_op_threads=1)
-    one = load(build_package(tmp_path / "one", members=1))
+def test_members_run_as_one_fused_session_with_the_same_answers(tmp_path):
+    folder = build_package(tmp_path / "p", members=3, tta=True)
+    fused = load(folder)
+    separate = Ensemble(folder, read_manifest(folder)[0], RuntimeConfig(), fuse=False)
+    assert fused.fused is not None and fused.sessions == []
+    assert separate.fused is None and len(separate.sessions) == 3
+    images, meta = [image_bytes(seed=s) for s in range(4)], [META, (None, None, None), META, META]
+    for a, b in zip(fused.predict(images, meta).images, separate.predict(images, meta).images, strict=True):
+        assert a.probability == pytest.approx(b.probability, abs=1e-6)
+        assert a.member_probabilities == pytest.approx(b.member_probabilities, abs=1e-6)
+
+
+def test_only_a_lone_session_may_spin(tmp_path):
+    # One session per process (a fused ensemble, or a single member) keeps ORT's spinning threads; several
+    # sessions in one process must not spin (measured: 2-3x slower on 2 cores), nor may their pools be larger
+    # than configured.
     entry = "session.intra_op.allow_spinning"
-    assert two.sessions[0].get_session_options().get_session_config_entry(entry) == "0"
-    assert two.sessions[0].get_session_options().intra_op_num_threads == 1
-    with pytest.raises(
-        RuntimeError, match="does not have configuration"
-    ):  # a lone member keeps ORT's default
+    fused = load(build_package(tmp_path / "two", members=2))
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        fused.fused.get_session_options().get_session_config_entry(entry)
+    manifest = read_manifest(tmp_path / "two")[0]
+    separate = Ensemble(tmp_path / "two", manifest, RuntimeConfig(intra_op_threads=1), fuse=False)
+    assert separate.sessions[0].get_session_options().get_session_config_entry(entry) == "0"
+    assert separate.sessions[0].get_session_options().intra_op_num_threads == 1
+    one = load(build_package(tmp_path / "one", members=1))
+    assert one.fused is None
+    with pytest.raises(RuntimeError, match="does not have configuration"):
         one.sessions[0].get_session_options().get_session_config_entry(entry)
+
+
+def test_members_that_cannot_share_a_graph_run_as_separate_sessions(tmp_path):
+    import onnx
+
+    folder = build_package(tmp_path / "p", members=2)
+    model = onnx.load(folder / "member1.onnx")
+    model.ir_version -= 1  # another IR version than member0's: no fused graph
+    onnx.save(model, folder / "member1.onnx")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["members"][1]["sha256"] = sha256_file(folder / "member1.onnx")
+    edit_manifest(folder, members=manifest["members"])
+    ensemble = load(folder)
+    assert ensemble.fused is None and len(ensemble.sessions) == 2
+    assert 0.0 <= ensemble.predict([image_bytes(seed=1)], [META]).images[0].probability <= 1.0
 
 
 def test_sessions_do_not_plan_memory_per_input_shape(package):
     # Every case size is a new batch shape; ORT's per-shape memory-pattern planning made the second case of a
-    # new size 2-4x slower than steady state (docs/inference.md), so it is off for every member.
+    # new size 2-4x slower than steady state (docs/inference.md), so it is off for every session.
     ensemble = load(package)
-    assert all(not s.get_session_options().enable_mem_pattern for s in ensemble.sessions)
+    separate = Ensemble(package, read_manifest(package)[0], RuntimeConfig(), fuse=False)
+    sessions = [ensemble.fused, *separate.sessions]
+    assert all(not s.get_session_options().enable_mem_pattern for s in sessions)
 
 
 def test_warm_up_runs_a_synthetic_batch_and_leaves_answers_unchanged(package):
