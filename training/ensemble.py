@@ -48,31 +48,18 @@ def export_member_weights(run_dir: Path, out: Path, name: str) -> None:
 
 def import_member_weights(npz: Path, record_path: Path, run_dir: Path, *, data: str | None = None) -> Path:
     """Recreate a run folder (config, split, histories, model.weights.h5) from an exported member."""
-    from training.fit import FitConfig
-    from training.model import build_dual_model
+    from training.fit import FitConfig, member_model
 
     record = json.loads(Path(record_path).read_text())
     config = FitConfig.from_dict(
         {**record["config"], "run_dir": str(run_dir), **({"data": data} if data else {})}
     )
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = config.image_spec()
-    from inference.preprocessing import MetadataSpec
-
-    dual = build_dual_model(
-        config.backbone,
-        image_size=spec.size,
-        metadata_size=MetadataSpec().size,
-        weights=None,
-        n_outputs=config.head_outputs,
-        dropout=config.dropout,
-        augment=False,
-        positive_classes=config.positive_classes,
-    )
+    model = member_model(config)
     with np.load(npz) as arrays:
         weights = [arrays[k].astype(np.float32) for k in sorted(arrays.files)]
-    dual.model.set_weights(weights)
-    dual.model.save_weights(str(run_dir / "model.weights.h5"))
+    model.set_weights(weights)
+    model.save_weights(str(run_dir / "model.weights.h5"))
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     (run_dir / "summary.json").write_text(json.dumps(record["summary"], indent=2))
     (run_dir / "state.json").write_text(json.dumps(record["state"]))

@@ -650,22 +650,26 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
     return summary
 
 
-def load_member(run_dir: str | Path, *, weights_file: str = "model.weights.h5"):
-    """Rebuild a trained member's inference model (no augmentation) from its run folder."""
+def member_model(config: FitConfig):
+    """The inference graph (no augmentation, no pretrained weights loaded) of the member ``config`` describes."""
     from training.model import build_dual_model
 
-    run_dir = Path(run_dir)
-    config = FitConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
-    spec = config.image_spec()
-    dual = build_dual_model(
+    return build_dual_model(
         config.backbone,
-        image_size=spec.size,
+        image_size=config.image_spec().size,
         metadata_size=MetadataSpec().size,
         weights=None,
         n_outputs=config.head_outputs,
         dropout=config.dropout,
         augment=False,
         positive_classes=config.positive_classes,
-    )
-    dual.model.load_weights(str(run_dir / weights_file))
-    return dual.model, config, spec
+    ).model
+
+
+def load_member(run_dir: str | Path, *, weights_file: str = "model.weights.h5"):
+    """Rebuild a trained member's inference model (no augmentation) from its run folder."""
+    run_dir = Path(run_dir)
+    config = FitConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    model = member_model(config)
+    model.load_weights(str(run_dir / weights_file))
+    return model, config, config.image_spec()
