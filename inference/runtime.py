@@ -9,6 +9,7 @@ doubling the calls.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -26,6 +27,8 @@ from PIL import Image
 
 from inference.package import Manifest, MemberSpec, PackageError
 from inference.preprocessing import ImageSpec, hflip, image_tensor, load_image, metadata_vector
+
+logger = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 # Model outputs are probabilities; allow float rounding at the edges, nothing more.
@@ -262,7 +265,12 @@ class Ensemble:
                 sess_options=session_options(self.config, shared=False),
                 providers=select_providers(self.config.providers),
             )
-        except Exception:  # noqa: BLE001 - the members, checked one by one, still run
+        except Exception as exc:  # noqa: BLE001 - the members, checked one by one, still run
+            logger.warning(
+                "%s: the members could not be fused into one session (%s); they run as one session each",
+                self.manifest.label,
+                _short(exc),
+            )
             return None
 
     @property
