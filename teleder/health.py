@@ -1,7 +1,7 @@
 """Liveness (/healthz), readiness (/readyz) and the admins' view of the workers (/healthz/workers).
 
 /healthz says only that this process answers (for a container's restart policy). /readyz says whether the
-platform can do its work: database, broker and storage reachable, and at least one live worker on the
+platform can do its work: database, broker, cache and storage reachable, and at least one live worker on the
 ``inference`` queue that has loaded the active model. Each failing check is named; no exception text leaks.
 """
 
@@ -29,6 +29,14 @@ def _broker() -> str:
     return "ok"
 
 
+def _cache() -> str:
+    # With CACHE_URL the rate limits live in Redis: a web process that cannot reach it cannot serve the API.
+    from django.core.cache import cache
+
+    cache.set("readyz", "1", timeout=10)
+    return "ok" if cache.get("readyz") == "1" else "not storing values"
+
+
 def _storage() -> str:
     from teleder.storage import storage_reachable
 
@@ -53,6 +61,7 @@ def _inference_worker() -> str:
 CHECKS: dict[str, Callable[[], str]] = {
     "database": _database,
     "broker": _broker,
+    "cache": _cache,
     "storage": _storage,
     "inference_worker": _inference_worker,
 }

@@ -38,6 +38,23 @@ def test_readyz_is_unavailable_without_a_live_inference_worker(client, active_mo
     assert response.json()["checks"]["inference_worker"] == "no live worker on the inference queue"
 
 
+def test_readyz_reports_an_unreachable_shared_cache_without_a_stack_trace(
+    client, db, settings, no_heartbeats
+):
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:9/1",
+            "OPTIONS": {"socket_connect_timeout": 1},
+        }
+    }
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["cache"] == "error: ConnectionError"
+    assert "Traceback" not in response.content.decode()
+
+
 def test_readyz_reports_unreachable_storage_without_a_stack_trace(client, db, settings, no_heartbeats):
     settings.STORAGES = {
         **settings.STORAGES,
@@ -74,7 +91,13 @@ def test_readyz_turns_ready_once_a_worker_has_loaded_the_active_model(
         response = wait_for(lambda: (r := client.get("/readyz")).status_code == 200 and r, timeout_s=60)
         assert response.json() == {
             "status": "ok",
-            "checks": {"database": "ok", "broker": "ok", "storage": "ok", "inference_worker": "ok"},
+            "checks": {
+                "database": "ok",
+                "broker": "ok",
+                "cache": "ok",
+                "storage": "ok",
+                "inference_worker": "ok",
+            },
         }
 
         client.force_login(platform_admin)
