@@ -202,8 +202,11 @@ def resolve_package(args) -> tuple[Path, str]:
 # --------------------------------------------------------------------------- (a) raw ONNX Runtime
 
 
-def raw_timings(package: Path, batch_sizes: tuple[int, ...], seconds: float) -> dict[int, list[float]]:
-    """Seconds per ``Ensemble.run`` call for each batch size (preprocessed tensors, model time only)."""
+def raw_timings(
+    package: Path, batch_sizes: tuple[int, ...], seconds: float, *, fuse: bool = True
+) -> dict[int, list[float]]:
+    """Seconds per ``Ensemble.run`` call for each batch size (preprocessed tensors, model time only).
+    ``fuse=False``: one session per member instead of the fused graph (for comparison)."""
     from inference.package import read_manifest
     from inference.runtime import Ensemble, RuntimeConfig
 
@@ -215,7 +218,7 @@ def raw_timings(package: Path, batch_sizes: tuple[int, ...], seconds: float) -> 
         intra_op_threads=int(os.environ.get("TELEDER_ORT_INTRA_OP_THREADS", "0")),
         inter_op_threads=int(os.environ.get("TELEDER_ORT_INTER_OP_THREADS", "1")),
     )
-    ensemble = Ensemble(package, manifest, config)
+    ensemble = Ensemble(package, manifest, config, fuse=fuse)
     images = sample_images(max(batch_sizes))
     meta = (56, "female", "torso")
     timings: dict[int, list[float]] = {}
@@ -470,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"package: {manifest.label} ({origin}); measuring raw ONNX Runtime throughput")
         sizes = tuple(sorted({1, 16, per_case}))
         raw_before = raw_timings(package, sizes, raw_seconds)
+        separate = raw_timings(package, (per_case,), raw_seconds, fuse=False)[per_case]
 
         log("end to end: worker, broker and scratch database")
         configure_django(scratch)
@@ -508,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": quick,
         "cpu_count": os.cpu_count(),
         "raw_img_per_s_b1": round(raw[1], 2),
+        # The same ensemble run as one ONNX Runtime session per member (the runtime before fusing).
+        f"raw_separate_img_per_s_b{per_case}": round(per_case / statistics.median(separate), 2),
         "raw_img_per_s_b16": round(raw[16], 2),
         f"raw_img_per_s_b{per_case}": round(raw[per_case], 2),
         "images_per_case": per_case,
@@ -542,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         ("members", ", ".join(result["members"]) + (" + flip TTA" if manifest.tta_hflip else "")),
         ("(a) raw ORT, batch 1", f"{raw[1]:.1f} img/s"),
         (f"(a) raw ORT, batch {per_case}", f"{raw[per_case]:.1f} img/s"),
+        (f"    one session per member instead, batch {per_case}",
+         f"{result[f'raw_separate_img_per_s_b{per_case}']:.1f} img/s"),
         ("(a) raw ORT, batch 16", f"{raw[16]:.1f} img/s"),
         (f"(b) end to end, {burst_cases} cases x {per_case} images", f"{e2e_rate:.1f} img/s"),
         ("    overhead ratio (raw at case size / e2e)", f"{result['overhead_ratio']:.3f}  (target <= 1.25)"),

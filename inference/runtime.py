@@ -132,7 +132,7 @@ def fuse_members(folder: Path, manifest: Manifest) -> bytes | None:
 
     One session instead of one per member: one thread pool, which may spin (several sessions' pools spinning on
     two cores made the ensemble 2-3x slower), so ONNX Runtime's helper threads do not fall asleep between
-    operators. Measured on the bundled ensemble: 39 vs 33 img/s at batch 10 (docs/inference.md). Returns None
+    operators. In the worker this cut the bundled ensemble's model time by 10-15 % (docs/inference.md). Returns None
     when the members cannot share a graph (different opsets or IR versions, local functions)."""
     models = [onnx.load(str(Path(folder) / member.file)) for member in manifest.members]
     opsets = {tuple(sorted((o.domain, o.version) for o in m.opset_import)) for m in models}
