@@ -42,6 +42,10 @@ def _fit_parser(sub) -> None:
         "(flips, then 90-degree turns)",
         "cache_augment": "cached mode: pass every cached variant but the first through the random rotation, "
         "zoom, brightness and contrast augmentations",
+        "mixup": "phase 2: mixup alpha (0.2-0.4 typical): mix each batch with a shuffled copy of itself "
+        "(activations or pixels, metadata, labels, class weights) by a Beta(alpha, alpha) factor; 0: off",
+        "average_epochs": "phase 2: average the weights of the N best epochs and keep the average if it "
+        "scores higher on validation than the best epoch; 1: off",
     }
     for f in fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -117,6 +121,10 @@ def _recipe(config: dict) -> str:
     if mode == "cached":
         variants = f"{config.get('cache_variants', 3)} cached variants"
         mode = variants + (" (augmented)" if config.get("cache_augment") else "")
+    if config.get("mixup"):
+        mode += f", mixup {config['mixup']}"
+    if (config.get("average_epochs") or 1) > 1:
+        mode += f", mean of the {config['average_epochs']} best epochs"
     return f"{supervision}; {tuned}, {mode}; lr {config.get('finetune_lr')}; seed {config.get('seed')}"
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from inference.preprocessing import ImageSpec, MetadataSpec
 from training import data as data_mod
 from training.backbones import backbone_info
+from training.evaluate import roc_auc
 
 log = logging.getLogger("training")
 
@@ -57,6 +58,14 @@ class FitConfig:
     # cached mode: variants after the first also go through the random augmentations (rotation, zoom,
     # brightness, contrast) before the frozen bottom, so the cached epochs see more than flips
     cache_augment: bool = False
+    # phase 2: average the weights of the N fine-tuning epochs with the best validation metric (a "weight
+    # soup"; BatchNorm stays frozen, so no statistics need recomputing) and keep the average if it scores
+    # higher on validation than the single best epoch; 1 = off
+    average_epochs: int = 1
+    # phase 2: mixup strength alpha: each training batch is mixed with a shuffled copy of itself by a factor
+    # drawn from Beta(alpha, alpha) (cached activations or pixels, metadata, labels and class weights alike);
+    # on cached activations this is "manifold mixup" at the split point; 0 = off
+    mixup: float = 0.0
     batch_size: int = 16
     loss: str = "bce"  # or "focal"
     dropout: float = 0.3
@@ -92,6 +101,10 @@ class FitConfig:
             raise ValueError("--supervision diagnosis applies to the binary task only")
         if not 1 <= self.cache_variants <= len(_VARIANTS):
             raise ValueError(f"--cache-variants must be between 1 and {len(_VARIANTS)}")
+        if self.mixup < 0:
+            raise ValueError("--mixup must be 0 (off) or a positive Beta alpha such as 0.2")
+        if self.average_epochs < 1:
+            raise ValueError("--average-epochs must be at least 1 (1: keep the best epoch only)")
 
     def image_spec(self) -> ImageSpec:
         info = backbone_info(self.backbone)
@@ -141,6 +154,19 @@ def gpu_available() -> bool:
     return False
 
 
+def _mixup(inputs: tuple, labels: np.ndarray, weights, rng: np.random.Generator, alpha: float):
+    """Mix a batch with a shuffled copy of itself: x = lam * x + (1 - lam) * x[perm], the same for labels
+    (one-hot rows or binary floats) and class weights; lam ~ Beta(alpha, alpha), one per batch."""
+    lam = float(rng.beta(alpha, alpha))
+    perm = rng.permutation(len(labels))
+
+    def mix(a: np.ndarray) -> np.ndarray:
+        return (lam * a + (1.0 - lam) * a[perm]).astype(a.dtype)
+
+    mixed_weights = None if weights is None else mix(weights)
+    return tuple(mix(x) for x in inputs), mix(labels), mixed_weights
+
+
 class _Batches:
     """Factory for a keras.utils.PyDataset over cached uint8 pixels (normalised per batch)."""
 
@@ -156,6 +182,7 @@ class _Batches:
         shuffle: bool,
         seed: int,
         workers: int = 1,
+        mixup: float = 0.0,
     ):
         import keras
 
@@ -164,6 +191,7 @@ class _Batches:
                 super().__init__(workers=workers, use_multiprocessing=False)
                 self.rng = np.random.default_rng(seed)
                 self.order = np.arange(len(pixels))
+                self.epoch = -1
                 self.on_epoch_end()
 
             def __len__(self) -> int:
@@ -172,37 +200,40 @@ class _Batches:
             def __getitem__(self, index: int):
                 rows = np.sort(self.order[index * batch_size : (index + 1) * batch_size])
                 x = (data_mod.normalised(pixels[rows], spec), metadata[rows])
-                if weights is None:
-                    return x, labels[rows]
-                return x, labels[rows], weights[rows]
+                y, w = labels[rows], None if weights is None else weights[rows]
+                if mixup > 0 and shuffle:
+                    x, y, w = _mixup(x, y, w, np.random.default_rng((seed, self.epoch, index)), mixup)
+                return (x, y) if w is None else (x, y, w)
 
             def on_epoch_end(self) -> None:
+                self.epoch += 1
                 if shuffle:
                     self.rng.shuffle(self.order)
 
         return Batches()
 
 
-def _loss(config: FitConfig, n_outputs: int):
+def _loss(config: FitConfig, n_outputs: int, *, soft: bool = False):
+    """``soft``: labels are (mixed) one-hot rows instead of class indices."""
     import keras
 
     if n_outputs > 1:
-        return keras.losses.SparseCategoricalCrossentropy()
+        return (
+            keras.losses.CategoricalCrossentropy() if soft else keras.losses.SparseCategoricalCrossentropy()
+        )
     if config.loss == "focal":
         return keras.losses.BinaryFocalCrossentropy(gamma=2.0)
     return keras.losses.BinaryCrossentropy()
 
 
-def _metrics(config: FitConfig, n_outputs: int) -> list:
+def _metrics(config: FitConfig, n_outputs: int, *, soft: bool = False) -> list:
     import keras
 
+    accuracy = keras.metrics.CategoricalAccuracy if soft else keras.metrics.SparseCategoricalAccuracy
     if config.positive_classes:
-        return [
-            _positive_auc(config.positive_classes, n_outputs),
-            keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-        ]
+        return [_positive_auc(config.positive_classes, n_outputs), accuracy(name="accuracy")]
     if n_outputs > 1:
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return [accuracy(name="accuracy")]
     return [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]
 
 
@@ -216,8 +247,11 @@ def _positive_auc(positive_classes: tuple[int, ...], n_classes: int):
 
     class PositiveAUC(keras.metrics.AUC):
         def update_state(self, y_true, y_pred, sample_weight=None):
-            classes = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-            truth = ops.take(ops.convert_to_tensor(mask), classes)
+            if len(y_true.shape) == 2 and y_true.shape[-1] == n_classes:  # (mixed) one-hot rows
+                truth = ops.sum(ops.cast(y_true, "float32") * mask, axis=-1)
+            else:
+                classes = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+                truth = ops.take(ops.convert_to_tensor(mask), classes)
             score = ops.sum(ops.cast(y_pred, "float32") * mask, axis=-1)
             return super().update_state(truth, score, sample_weight)
 
@@ -240,6 +274,8 @@ def _callbacks(
 
         def on_epoch_end(self, epoch, logs=None):
             checkpoint_model.save_weights(str(run_dir / f"{phase}_last.weights.h5"))
+            if phase == "finetune" and config.average_epochs > 1:
+                checkpoint_model.save_weights(str(run_dir / _epoch_weights(epoch + 1)))
             state = _read_state(run_dir)
             state.update({"phase": phase, f"{phase}_epoch": epoch + 1})
             (run_dir / "state.json").write_text(json.dumps(state))
@@ -270,6 +306,58 @@ def _callbacks(
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience),
         keras.callbacks.CSVLogger(str(run_dir / f"history_{phase}.csv"), append=True),
     ]
+
+
+def _epoch_weights(epoch: int) -> str:
+    return f"finetune_epoch{epoch:03d}.weights.h5"
+
+
+def _average_epochs(config: FitConfig, run_dir: Path, model, score) -> dict:
+    """Average the weights of the ``average_epochs`` best fine-tuning epochs; keep the average in
+    ``finetune_best.weights.h5`` when ``score(model)`` (validation AUC) rates it above the best epoch."""
+    import csv
+
+    monitor, mode = _monitor(config, config.head_outputs)
+    history = run_dir / "history_finetune.csv"
+    rows = list(csv.DictReader(history.open())) if history.is_file() else []
+    ranked = sorted(
+        (
+            (float(row[monitor]), int(row["epoch"]) + 1)
+            for row in rows
+            if row.get(monitor) not in (None, "", "nan")
+            and (run_dir / _epoch_weights(int(row["epoch"]) + 1)).is_file()
+        ),
+        reverse=mode == "max",
+    )
+    chosen = sorted(epoch for _, epoch in ranked[: config.average_epochs])
+    if len(chosen) < 2:
+        return {"averaged_epochs": chosen, "kept": "best epoch"}
+    model.load_weights(str(run_dir / "finetune_best.weights.h5"))
+    best_score = score(model)
+    total = None
+    for epoch in chosen:
+        model.load_weights(str(run_dir / _epoch_weights(epoch)))
+        values = [np.asarray(v, np.float64) for v in model.get_weights()]
+        total = values if total is None else [t + v for t, v in zip(total, values, strict=True)]
+    originals = model.get_weights()
+    model.set_weights([(t / len(chosen)).astype(o.dtype) for t, o in zip(total, originals, strict=True)])
+    average_score = score(model)
+    kept = "average" if average_score > best_score else "best epoch"
+    if kept == "average":
+        model.save_weights(str(run_dir / "finetune_best.weights.h5"))
+    log.info(
+        "weight average of epochs %s: validation AUC %.4f against %.4f for the best epoch; kept the %s",
+        chosen,
+        average_score,
+        best_score,
+        kept,
+    )
+    return {
+        "averaged_epochs": chosen,
+        "average_auc": round(average_score, 5),
+        "best_epoch_auc": round(best_score, 5),
+        "kept": kept,
+    }
 
 
 def _read_state(run_dir: Path) -> dict:
@@ -373,6 +461,7 @@ class _CachedBatches:
         batch_size: int,
         *,
         seed: int,
+        mixup: float = 0.0,
     ):
         import keras
 
@@ -393,7 +482,10 @@ class _CachedBatches:
             def __getitem__(self, index: int):
                 rows = np.sort(self.order[index * batch_size : (index + 1) * batch_size])
                 x = (cache[self.variant[rows], rows].astype(np.float32), metadata[rows])
-                return (x, labels[rows]) if weights is None else (x, labels[rows], weights[rows])
+                y, w = labels[rows], None if weights is None else weights[rows]
+                if mixup > 0 and self.shuffle:
+                    x, y, w = _mixup(x, y, w, self.rng, mixup)
+                return (x, y) if w is None else (x, y, w)
 
             def on_epoch_end(self) -> None:
                 if self.shuffle:
@@ -557,6 +649,10 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         from training.backbones import trainable_top
 
         trainable_top(dual.backbone, config.top_blocks)
+        soft = config.mixup > 0 and n_outputs > 1  # mixed labels need one-hot rows
+        y_fit, y_check = (
+            (np.eye(n_outputs, dtype=np.float32)[y] for y in (y_train, y_val)) if soft else (y_train, y_val)
+        )
         if cached:
             if cache is None:
                 cache = _activation_cache(cached, train_px, val_px, spec, config)
@@ -566,26 +662,33 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
                 [activations, metadata_in], dual.head([cached[1](activations), metadata_in])
             )
             train_batches = _CachedBatches.make(
-                cache["train"], train_meta, y_train, w_train, config.batch_size, seed=config.seed
+                cache["train"],
+                train_meta,
+                y_fit,
+                w_train,
+                config.batch_size,
+                seed=config.seed,
+                mixup=config.mixup,
             )
-            val_batches = _CachedBatches.make(cache["val"][None], val_meta, y_val, None, 64, seed=0)
+            val_batches = _CachedBatches.make(cache["val"][None], val_meta, y_check, None, 64, seed=0)
         else:
             trainer = dual.train_model
             train_batches = _Batches.make(
                 train_px,
                 train_meta,
-                y_train,
+                y_fit,
                 w_train,
                 spec,
                 config.batch_size,
                 shuffle=True,
                 seed=config.seed,
                 workers=config.workers,
+                mixup=config.mixup,
             )
             val_batches = _Batches.make(
                 val_px,
                 val_meta,
-                y_val,
+                y_check,
                 None,
                 spec,
                 max(config.batch_size, 32),
@@ -595,8 +698,8 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
             )
         trainer.compile(
             optimizer=keras.optimizers.Adam(config.finetune_lr),
-            loss=_loss(config, n_outputs),
-            metrics=_metrics(config, n_outputs),
+            loss=_loss(config, n_outputs, soft=soft),
+            metrics=_metrics(config, n_outputs, soft=soft),
         )
         t1 = time.monotonic()
         initial = state.get("finetune_epoch", 0)
@@ -618,6 +721,19 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         )
         state = _read_state(run_dir)
         state["finetune_done"] = True
+        (run_dir / "state.json").write_text(json.dumps(state))
+    state = _read_state(run_dir)
+    if config.average_epochs > 1 and state.get("finetune_done") and "averaging" not in state:
+        val_x = [data_mod.normalised(val_px, spec), val_meta]
+
+        def score(model) -> float:
+            predicted = np.asarray(model.predict(val_x, batch_size=64, verbose=0), np.float64)
+            if predicted.shape[1] == 1:
+                return float(roc_auc(np.array([r.malignant for r in val_set.records]), predicted[:, 0]))
+            picked = predicted[np.arange(len(y_val)), y_val.astype(np.int64)]
+            return float(np.mean(np.log(np.clip(picked, 1e-7, 1.0))))  # multiclass: minus the log loss
+
+        state["averaging"] = _average_epochs(config, run_dir, dual.model, score)
         (run_dir / "state.json").write_text(json.dumps(state))
     dual.model.load_weights(str(run_dir / "finetune_best.weights.h5"))
     dual.model.save_weights(str(run_dir / "model.weights.h5"))
@@ -641,6 +757,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         "best_head": state.get("head_best"),
         "best_finetune": state.get("finetune_best"),
         "monitor": monitor,
+        "averaging": state.get("averaging"),
         "timings": timings,
         "total_s": round(time.monotonic() - started, 1),
         "backend": keras.backend.backend(),

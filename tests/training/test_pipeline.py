@@ -1,6 +1,7 @@
 """End to end on generated images: fit -> export (parity) -> package -> evaluate -> register -> inference.
 Plus the torch-free EfficientNet-Lite weight loader against known shapes and a known output."""
 
+import csv
 import json
 
 import numpy as np
@@ -165,6 +166,48 @@ def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(tra
     assert np.abs(imported([x, meta], training=False).numpy() - probability).max() < 5e-3
 
 
+def test_mixup_and_epoch_averaging_train_and_keep_the_better_weights(trained_run, tmp_path):
+    """--mixup on cached activations (diagnosis head: mixed one-hot labels) and --average-epochs: every
+    fine-tuning epoch is kept, the mean of the best ones is scored, and the member keeps whichever is better."""
+    import h5py
+
+    from training.__main__ import main
+
+    csv_path, _ = trained_run
+    run = tmp_path / "mix"
+    args = ["fit", "--data", str(csv_path), "--run-dir", str(run), "--backbone", "efficientnet_lite0"]
+    args += ["--weights", "none", "--image-size", "32", "--k", "4", "--head-epochs", "1", "--patience", "9"]
+    args += ["--finetune-epochs", "3", "--top-blocks", "2", "--batch-size", "8", "--head-batch", "16"]
+    args += ["--supervision", "diagnosis", "--mixup", "0.4", "--average-epochs", "3"]
+    assert main(args) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    averaging = summary["averaging"]
+    assert averaging["averaged_epochs"] == [1, 2, 3]
+    assert averaging["kept"] in ("average", "best epoch")
+    assert 0.0 <= averaging["average_auc"] <= 1.0 and 0.0 <= averaging["best_epoch_auc"] <= 1.0
+    with (run / "history_finetune.csv").open() as f:
+        losses = [float(row["loss"]) for row in csv.DictReader(f)]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+
+    def arrays(path):
+        out = []
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda _, obj: out.append(np.array(obj)) if isinstance(obj, h5py.Dataset) else None)
+        return out
+
+    epochs = [arrays(run / f"finetune_epoch{e:03d}.weights.h5") for e in (1, 2, 3)]
+    mean = [np.mean(group, axis=0) for group in zip(*epochs, strict=True)]
+    final = arrays(run / "model.weights.h5")
+    same_as_mean = all(np.allclose(a, b, atol=1e-6) for a, b in zip(final, mean, strict=True))
+    assert same_as_mean == (averaging["kept"] == "average")
+
+    # Pixel mode mixes images, metadata and binary labels the same way.
+    pixel_run = tmp_path / "mix_pixels"
+    pixels = [a if a != str(run) else str(pixel_run) for a in args[: args.index("--supervision")]]
+    assert main([*pixels, "--finetune-mode", "pixels", "--finetune-epochs", "1", "--mixup", "0.4"]) == 0
+    assert json.loads((pixel_run / "summary.json").read_text())["best_finetune"] is not None
+
+
 def test_fit_refuses_impossible_supervision_settings(trained_run, tmp_path, capsys):
     from training.__main__ import main
 
@@ -174,6 +217,10 @@ def test_fit_refuses_impossible_supervision_settings(trained_run, tmp_path, caps
     assert "binary task only" in capsys.readouterr().err
     assert main([*base, "--cache-variants", "9"]) == 2
     assert "between 1 and 8" in capsys.readouterr().err
+    assert main([*base, "--mixup", "-0.2"]) == 2
+    assert "--mixup must be 0" in capsys.readouterr().err
+    assert main([*base, "--average-epochs", "0"]) == 2
+    assert "--average-epochs must be at least 1" in capsys.readouterr().err
 
 
 def test_strict_fit_fails_on_bad_rows_with_a_message(trained_run, tmp_path, capsys):
