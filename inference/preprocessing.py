@@ -31,6 +31,7 @@ UNKNOWN_VALUES = frozenset({"", "unknown", "nan", "none", "null", "na", "n/a"})
 
 ResizeMode = Literal["squash", "center_crop", "letterbox"]
 Normalisation = Literal["lite", "imagenet", "unit", "raw"]
+ColourCorrection = Literal["none", "shades_of_gray"]
 
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32) * 255.0
@@ -46,11 +47,14 @@ class ImageSpec:
 
     ``normalisation``: ``lite`` = (x - 127) / 128 (TF EfficientNet-Lite weights), ``imagenet`` = mean/std,
     ``unit`` = x / 255, ``raw`` = 0..255 floats (Keras EfficientNetB* include their own rescaling layer).
+    ``colour``: ``shades_of_gray`` applies :func:`shades_of_gray` to the resized image (before normalisation);
+    ``none`` leaves the colours as the camera took them.
     """
 
     size: int = 224
     resize: ResizeMode = "squash"
     normalisation: Normalisation = "lite"
+    colour: ColourCorrection = "none"
 
     @classmethod
     def from_dict(cls, data: dict) -> ImageSpec:
@@ -58,12 +62,16 @@ class ImageSpec:
             size=int(data.get("image_size", data.get("size", 224))),
             resize=data.get("resize", "squash"),
             normalisation=data.get("normalisation", "lite"),
+            colour=data.get("colour", "none"),
         )
         spec.validate()
         return spec
 
     def to_dict(self) -> dict:
-        return {"image_size": self.size, "resize": self.resize, "normalisation": self.normalisation}
+        out = {"image_size": self.size, "resize": self.resize, "normalisation": self.normalisation}
+        if self.colour != "none":  # packages without colour correction keep their original manifest
+            out["colour"] = self.colour
+        return out
 
     def validate(self) -> None:
         if not 16 <= self.size <= 1024:
@@ -72,6 +80,8 @@ class ImageSpec:
             raise PreprocessingError(f"unknown resize mode {self.resize!r}")
         if self.normalisation not in ("lite", "imagenet", "unit", "raw"):
             raise PreprocessingError(f"unknown normalisation {self.normalisation!r}")
+        if self.colour not in ("none", "shades_of_gray"):
+            raise PreprocessingError(f"unknown colour correction {self.colour!r} (none or shades_of_gray)")
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,29 @@ def resize_image(image: Image.Image, spec: ImageSpec) -> Image.Image:
     return canvas
 
 
+def shades_of_gray(pixels: np.ndarray, power: int = 6) -> np.ndarray:
+    """Shades-of-Gray colour constancy (Finlayson and Trezzi 2004) on one uint8 (H, W, 3) image.
+
+    Dermoscopes and cameras differ in their light and white balance, and in a set that mixes sources the
+    colour cast tells the source (and so, partly, the label) instead of the lesion. Each channel is scaled so
+    that its Minkowski p-norm (p = 6: between the grey world, p = 1, and max-RGB, p = infinity) equals the
+    mean over the three channels; the image's overall brightness is kept.
+    """
+    x = pixels.astype(np.float32)
+    norms = np.power(np.mean(np.power(x / 255.0, power), axis=(0, 1)), 1.0 / power)
+    gains = norms.mean() / np.maximum(norms, 1e-6)
+    return np.clip(np.rint(x * gains), 0, 255).astype(np.uint8)
+
+
+def image_pixels(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """The resized (and, per ``spec.colour``, colour-corrected) image as uint8 (size, size, 3): the stage that
+    training caches; :func:`normalise` turns it into the model's input."""
+    pixels = np.asarray(resize_image(image, spec), dtype=np.uint8)
+    if spec.colour == "shades_of_gray":
+        pixels = shades_of_gray(pixels)
+    return pixels
+
+
 def normalise(pixels: np.ndarray, normalisation: Normalisation) -> np.ndarray:
     """Map uint8/float 0..255 pixels (..., 3) to the member's input range, as float32."""
     x = pixels.astype(np.float32)
@@ -149,8 +182,7 @@ def normalise(pixels: np.ndarray, normalisation: Normalisation) -> np.ndarray:
 
 def image_tensor(source: bytes | str | PathLike | BinaryIO | Image.Image, spec: ImageSpec) -> np.ndarray:
     """One image as a float32 (size, size, 3) array, ready for the member described by ``spec``."""
-    image = resize_image(load_image(source), spec)
-    return normalise(np.asarray(image, dtype=np.uint8), spec.normalisation)
+    return normalise(image_pixels(load_image(source), spec), spec.normalisation)
 
 
 def _is_unknown(value: object) -> bool:

@@ -174,7 +174,8 @@ FUSED_METADATA = "metadata"
 
 
 def fused_image_input(spec: ImageSpec) -> str:
-    return f"image_{spec.size}_{spec.resize}_{spec.normalisation}"
+    colour = "" if spec.colour == "none" else f"_{spec.colour}"
+    return f"image_{spec.size}_{spec.resize}_{spec.normalisation}{colour}"
 
 
 def _failed_member(exc: BaseException, manifest: Manifest) -> str | None:

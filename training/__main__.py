@@ -42,6 +42,8 @@ def _fit_parser(sub) -> None:
         "(flips, then 90-degree turns)",
         "cache_augment": "cached mode: pass every cached variant but the first through the random rotation, "
         "zoom, brightness and contrast augmentations",
+        "colour": "none or shades_of_gray (colour constancy in the shared preprocessing; the package's "
+        "manifest carries it to the workers)",
         "mixup": "phase 2: mixup alpha (0.2-0.4 typical): mix each batch with a shuffled copy of itself "
         "(activations or pixels, metadata, labels, class weights) by a Beta(alpha, alpha) factor; 0: off",
         "average_epochs": "phase 2: average the weights of the N best epochs and keep the average if it "

@@ -18,10 +18,10 @@ from inference.preprocessing import (
     ImageSpec,
     MetadataSpec,
     PreprocessingError,
+    image_pixels,
     load_image,
     metadata_vector,
     normalise,
-    resize_image,
 )
 
 HAM_CLASSES: tuple[str, ...] = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
@@ -317,7 +317,7 @@ def make_split(dataset: Dataset, *, k: int = 5, fold: int = 0, seed: int = 0, de
 
 
 def _pixels(path: str, spec: ImageSpec) -> np.ndarray:
-    return np.asarray(resize_image(load_image(path), spec), dtype=np.uint8)
+    return image_pixels(load_image(path), spec)
 
 
 def image_cache(dataset: Dataset, spec: ImageSpec, *, workers: int = 4) -> np.ndarray:

@@ -37,6 +37,7 @@ class FitConfig:
     backbone: str = "efficientnet_lite0"
     image_size: int | None = None
     resize: str = "squash"
+    colour: str = "none"  # or "shades_of_gray": colour constancy in the shared preprocessing (manifest too)
     weights: str | None = "imagenet"
     k: int = 5
     fold: int = 0
@@ -101,6 +102,8 @@ class FitConfig:
             raise ValueError("--supervision diagnosis applies to the binary task only")
         if not 1 <= self.cache_variants <= len(_VARIANTS):
             raise ValueError(f"--cache-variants must be between 1 and {len(_VARIANTS)}")
+        if self.colour not in ("none", "shades_of_gray"):
+            raise ValueError(f"--colour must be none or shades_of_gray, not {self.colour!r}")
         if self.mixup < 0:
             raise ValueError("--mixup must be 0 (off) or a positive Beta alpha such as 0.2")
         if self.average_epochs < 1:
@@ -108,7 +111,7 @@ class FitConfig:
 
     def image_spec(self) -> ImageSpec:
         info = backbone_info(self.backbone)
-        spec = ImageSpec(self.image_size or info.native_size, self.resize, info.normalisation)
+        spec = ImageSpec(self.image_size or info.native_size, self.resize, info.normalisation, self.colour)
         spec.validate()
         return spec
 

@@ -48,6 +48,7 @@ def test_a_built_package_parses_with_every_field(package):
         (lambda m: m["members"][0].update(sha256="abc"), "sha256 must be 64 hexadecimal"),
         (lambda m: m["members"][0].update(weight=0), "weight must be a positive number"),
         (lambda m: m["members"][0]["preprocessing"].update(resize="stretch"), "unknown resize mode"),
+        (lambda m: m["members"][0]["preprocessing"].update(colour="sepia"), "unknown colour correction"),
         (lambda m: m["members"][1].update(name="member0"), "member names must be unique"),
         (lambda m: m["metadata"].update(size=99), "metadata.size is 99"),
     ],

@@ -11,7 +11,14 @@ from PIL import Image
 
 from cases import services
 from cases.models import Prediction
-from inference.preprocessing import ImageSpec, MetadataSpec, PreprocessingError, image_tensor, metadata_vector
+from inference.preprocessing import (
+    ImageSpec,
+    MetadataSpec,
+    PreprocessingError,
+    image_tensor,
+    metadata_vector,
+    shades_of_gray,
+)
 from inference.registry import ensemble_for
 from inference.runtime import BatchInputs
 from inference.tasks import analyse_case
@@ -83,11 +90,36 @@ def test_exif_orientation_is_applied_the_same_way_on_both_paths(clinician, lesio
     assert np.abs(training - serving).max() < 0.05
 
 
+def test_shades_of_gray_takes_out_a_colour_cast_and_leaves_a_grey_image_alone():
+    rng = np.random.default_rng(0)
+    scene = rng.integers(40, 200, (64, 64, 3)).astype(np.uint8)
+    tinted = np.clip(scene * np.array([1.2, 1.0, 0.8]), 0, 255).astype(
+        np.uint8
+    )  # warm light, same brightness
+    corrected = ImageSpec(64, "squash", "unit", "shades_of_gray")
+    as_taken = ImageSpec(64, "squash", "unit")
+    reference = image_tensor(Image.fromarray(scene), corrected)
+    cast_left = np.abs(image_tensor(Image.fromarray(tinted), as_taken) - reference).mean()
+    cast_corrected = np.abs(image_tensor(Image.fromarray(tinted), corrected) - reference).mean()
+    assert cast_corrected < cast_left / 5
+    norms = np.mean(image_tensor(Image.fromarray(tinted), corrected) ** 6, axis=(0, 1)) ** (1 / 6)
+    assert norms.max() - norms.min() < 0.01  # every channel has the same 6-norm afterwards
+    grey = np.full((16, 16, 3), 120, np.uint8)
+    assert np.array_equal(shades_of_gray(grey), grey)
+    assert ImageSpec.from_dict(corrected.to_dict()) == corrected
+    assert "colour" not in as_taken.to_dict()  # manifests without colour correction stay as they were
+
+
 @pytest.mark.skipif(not DERM.is_dir(), reason="the shared dermoscopy data set is not on this machine")
 def test_a_real_dermoscopic_jpeg_differs_only_by_the_uploads_re_encoding(clinician, lesion):
     path = sorted(DERM.glob("*.jpg"))[0]
     case = submit(clinician, lesion, path.read_bytes(), path.name, "image/jpeg")
-    for spec in (ImageSpec(224, "squash", "lite"), ImageSpec(240, "center_crop", "imagenet")):
+    specs = (
+        ImageSpec(224, "squash", "lite"),
+        ImageSpec(240, "center_crop", "imagenet"),
+        ImageSpec(224, "squash", "lite", "shades_of_gray"),
+    )
+    for spec in specs:
         training = image_tensor(path, spec)
         serving = image_tensor(case.images.get().file.read(), spec)
         assert training.shape == serving.shape == (spec.size, spec.size, 3)

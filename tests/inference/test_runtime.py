@@ -84,6 +84,23 @@ def test_members_run_as_one_fused_session_with_the_same_answers(tmp_path):
         assert a.member_probabilities == pytest.approx(b.member_probabilities, abs=1e-6)
 
 
+def test_a_colour_corrected_member_gets_its_own_tensor_in_the_fused_graph(tmp_path):
+    folder = build_package(tmp_path / "p", members=2)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["members"][1]["preprocessing"]["colour"] = "shades_of_gray"
+    edit_manifest(folder, members=manifest["members"])
+    fused = load(folder)
+    separate = Ensemble(folder, read_manifest(folder)[0], RuntimeConfig(), fuse=False)
+    plain, corrected = (m.image for m in fused.manifest.members)
+    assert corrected.colour == "shades_of_gray" and fused.fused is not None
+    data = image_bytes(seed=5)
+    inputs = fused.prepare([data], [META])
+    assert np.array_equal(inputs.images[corrected][0], image_tensor(data, corrected))
+    assert not np.array_equal(inputs.images[corrected][0], inputs.images[plain][0])
+    a, b = fused.predict([data], [META]).images[0], separate.predict([data], [META]).images[0]
+    assert a.member_probabilities == pytest.approx(b.member_probabilities, abs=1e-6)
+
+
 def test_only_a_lone_session_may_spin(tmp_path):
     # One session per process (a fused ensemble, or a single member) keeps ORT's spinning threads; several
     # sessions in one process must not spin (measured: 2-3x slower on 2 cores), nor may their pools be larger
