@@ -12,18 +12,31 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-# The members of models/default (1.1.0): name, backbone, input size, seed, top blocks fine-tuned on CPU (stages 4-7,
-# on cached activations). All are trained on the seven diagnoses (served as P(malignant)) with 8 dihedral variants.
-DEFAULT_MEMBERS: tuple[tuple[str, str, int, int, int], ...] = (
-    ("lite0a", "efficientnet_lite0", 224, 4, 11),
-    ("lite0b", "efficientnet_lite0", 224, 8, 11),
-    ("lite0c", "efficientnet_lite0", 224, 9, 11),
-    ("lite1", "efficientnet_lite1", 240, 5, 14),
+
+@dataclass(frozen=True)
+class MemberRecipe:
+    """How one member of the default ensemble is trained (the options that differ between members)."""
+
+    name: str
+    backbone: str
+    image_size: int
+    seed: int
+    top_blocks: int  # fine-tuned on CPU on cached activations (stages 4-7)
+    colour: str = "none"
+
+
+# The members of models/default. All are trained on the seven diagnoses (served as P(malignant)) with 8 dihedral
+# variants; see docs/training.md for the commands and what each choice bought.
+DEFAULT_MEMBERS: tuple[MemberRecipe, ...] = (
+    MemberRecipe("lite0a", "efficientnet_lite0", 224, 4, 11),
+    MemberRecipe("lite0b", "efficientnet_lite0", 224, 8, 11),
+    MemberRecipe("lite0c", "efficientnet_lite0", 224, 9, 11),
+    MemberRecipe("lite1", "efficientnet_lite1", 240, 5, 14),
 )
 
 
@@ -97,26 +110,28 @@ def train_members(
     from training.fit import FitConfig, fit
 
     deadline = time.monotonic() + minutes * 60
-    chosen = [m for m in DEFAULT_MEMBERS if m[0] in members]
+    chosen = [m for m in DEFAULT_MEMBERS if m.name in members]
     results = []
-    for position, (name, backbone, size, seed, top_blocks) in enumerate(chosen):
+    for position, recipe in enumerate(chosen):
+        name = recipe.name
         left = len(chosen) - position
         budget = max(0.5, (deadline - time.monotonic()) / 60 / left)
         config = FitConfig(
             data=data,
             run_dir=str(runs / name),
-            backbone=backbone,
+            backbone=recipe.backbone,
             weights=str(weights_dir / f"{name}.npz") if weights_dir else "imagenet",
-            image_size=image_size or size,
+            image_size=image_size or recipe.image_size,
+            colour=recipe.colour,
             split=split,
-            seed=seed,
+            seed=recipe.seed,
             limit=limit,
             head_epochs=head_epochs,
             head_lr=1e-3,
             head_batch=128,
             finetune_epochs=finetune_epochs,
             finetune_lr=finetune_lr,
-            top_blocks=-1 if all_blocks else top_blocks,
+            top_blocks=-1 if all_blocks else recipe.top_blocks,
             supervision=supervision,
             cache_variants=cache_variants,
             batch_size=batch_size,
@@ -149,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--runs", type=Path, default=Path("runs/ensemble"))
     train.add_argument("--out", type=Path, required=True)
     train.add_argument("--minutes", type=float, default=60.0)
-    train.add_argument("--members", default=",".join(m[0] for m in DEFAULT_MEMBERS))
+    train.add_argument("--members", default=",".join(m.name for m in DEFAULT_MEMBERS))
     train.add_argument("--image-size", type=int)
     train.add_argument("--limit", type=int)
     train.add_argument("--finetune-epochs", type=int, default=16)
