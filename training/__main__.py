@@ -44,6 +44,8 @@ def _fit_parser(sub) -> None:
         "zoom, brightness and contrast augmentations",
         "colour": "none or shades_of_gray (colour constancy in the shared preprocessing; the package's "
         "manifest carries it to the workers)",
+        "train_batchnorm": "phase 2: train the fine-tuned blocks' BatchNorm layers too (default: frozen, "
+        "ImageNet statistics)",
         "mixup": "phase 2: mixup alpha (0.2-0.4 typical): mix each batch with a shuffled copy of itself "
         "(activations or pixels, metadata, labels, class weights) by a Beta(alpha, alpha) factor; 0: off",
         "average_epochs": "phase 2: average the weights of the N best epochs and keep the average if it "
@@ -123,6 +125,8 @@ def _recipe(config: dict) -> str:
     if mode == "cached":
         variants = f"{config.get('cache_variants', 3)} cached variants"
         mode = variants + (" (augmented)" if config.get("cache_augment") else "")
+    if config.get("train_batchnorm"):
+        mode += ", BatchNorm trained"
     if config.get("mixup"):
         mode += f", mixup {config['mixup']}"
     if (config.get("average_epochs") or 1) > 1:

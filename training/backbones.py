@@ -365,9 +365,10 @@ def build_backbone(name: str, *, image_size: int | None = None, weights: str | N
     return model
 
 
-def trainable_top(backbone, top_blocks: int) -> None:
-    """Freeze the backbone except its last ``top_blocks`` blocks and the head conv; BatchNorm stays frozen
-    (inference mode) because batches are small."""
+def trainable_top(backbone, top_blocks: int, *, batchnorm: bool = False) -> None:
+    """Freeze the backbone except its last ``top_blocks`` blocks and the head conv. Their BatchNorm layers stay
+    frozen (inference mode, ImageNet statistics) unless ``batchnorm``: then they train too (batch statistics,
+    moving averages adapted to dermoscopy)."""
     from keras import layers
 
     backbone.trainable = True
@@ -385,7 +386,8 @@ def trainable_top(backbone, top_blocks: int) -> None:
                 len(backbone.layers) - 3,
             )
     for index, layer in enumerate(backbone.layers):
-        layer.trainable = index >= boundary and not isinstance(layer, layers.BatchNormalization)
+        is_batchnorm = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = index >= boundary and (batchnorm or not is_batchnorm)
 
 
 def split_lite(backbone, start_block: int):

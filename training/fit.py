@@ -67,6 +67,9 @@ class FitConfig:
     # drawn from Beta(alpha, alpha) (cached activations or pixels, metadata, labels and class weights alike);
     # on cached activations this is "manifold mixup" at the split point; 0 = off
     mixup: float = 0.0
+    # phase 2: the fine-tuned blocks' BatchNorm layers train too (batch statistics; their moving averages adapt
+    # to dermoscopy) instead of keeping ImageNet statistics
+    train_batchnorm: bool = False
     batch_size: int = 16
     loss: str = "bce"  # or "focal"
     dropout: float = 0.3
@@ -316,7 +319,8 @@ def _epoch_weights(epoch: int) -> str:
 
 
 def _average_epochs(config: FitConfig, run_dir: Path, model, score) -> dict:
-    """Average the weights of the ``average_epochs`` best fine-tuning epochs; keep the average in
+    """Average the weights of the ``average_epochs`` best fine-tuning epochs (with ``train_batchnorm`` the
+    BatchNorm moving statistics are averaged too, an approximation); keep the average in
     ``finetune_best.weights.h5`` when ``score(model)`` (validation AUC) rates it above the best epoch."""
     import csv
 
@@ -651,7 +655,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
     if config.finetune_epochs > 0 and not state.get("finetune_done"):
         from training.backbones import trainable_top
 
-        trainable_top(dual.backbone, config.top_blocks)
+        trainable_top(dual.backbone, config.top_blocks, batchnorm=config.train_batchnorm)
         soft = config.mixup > 0 and n_outputs > 1  # mixed labels need one-hot rows
         y_fit, y_check = (
             (np.eye(n_outputs, dtype=np.float32)[y] for y in (y_train, y_val)) if soft else (y_train, y_val)

@@ -208,6 +208,52 @@ def test_mixup_and_epoch_averaging_train_and_keep_the_better_weights(trained_run
     assert json.loads((pixel_run / "summary.json").read_text())["best_finetune"] is not None
 
 
+def _batchnorm_means(model) -> dict:
+    import keras
+
+    found = {}
+
+    def walk(layer):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found[layer.name] = np.asarray(layer.moving_mean)
+        for inner in getattr(layer, "layers", []):
+            walk(inner)
+
+    walk(model)
+    return found
+
+
+def test_train_batchnorm_adapts_the_fine_tuned_blocks_statistics_only(trained_run, tmp_path):
+    """From the ImageNet weights (random ones vanish to zero activations in a 32 px net): with
+    --train-batchnorm the top blocks' moving statistics move during fine-tuning while the frozen bottom's stay
+    the ImageNet ones; without it every backbone statistic stays as loaded."""
+    from training.__main__ import main
+    from training.backbones import build_backbone
+    from training.fit import load_member
+
+    csv_path, _ = trained_run
+    reference = _batchnorm_means(build_backbone("efficientnet_lite0", image_size=32, weights="imagenet"))
+    args = ["fit", "--data", str(csv_path), "--backbone", "efficientnet_lite0", "--image-size", "32"]
+    args += ["--k", "4", "--head-epochs", "1", "--finetune-epochs", "1", "--top-blocks", "2"]
+    args += ["--batch-size", "8", "--head-batch", "16", "--finetune-lr", "1e-6"]
+    moved = {}
+    for flag in ("true", "false"):
+        run = tmp_path / f"bn_{flag}"
+        assert main([*args, "--run-dir", str(run), "--train-batchnorm", flag]) == 0
+        means = _batchnorm_means(load_member(run, weights_file="finetune_last.weights.h5")[0])
+        moved[flag] = {
+            name: not np.allclose(means[name], reference[name], atol=1e-6)
+            for name in ("block0_project_bn", "block13_project_bn", "block14_expand_bn", "block15_project_bn")
+        }
+    assert moved["true"] == {
+        "block0_project_bn": False,
+        "block13_project_bn": False,
+        "block14_expand_bn": True,
+        "block15_project_bn": True,
+    }
+    assert not any(moved["false"].values())
+
+
 def test_fit_refuses_impossible_supervision_settings(trained_run, tmp_path, capsys):
     from training.__main__ import main
 
