@@ -321,12 +321,16 @@ def _epoch_weights(epoch: int) -> str:
 def _average_epochs(config: FitConfig, run_dir: Path, model, score) -> dict:
     """Average the weights of the ``average_epochs`` best fine-tuning epochs (with ``train_batchnorm`` the
     BatchNorm moving statistics are averaged too, an approximation); keep the average in
-    ``finetune_best.weights.h5`` when ``score(model)`` (validation AUC) rates it above the best epoch."""
+    ``finetune_best.weights.h5`` when ``score(model)`` (validation AUC; multiclass: mean log-likelihood) rates it
+    above the best epoch."""
     import csv
 
     monitor, mode = _monitor(config, config.head_outputs)
     history = run_dir / "history_finetune.csv"
-    rows = list(csv.DictReader(history.open())) if history.is_file() else []
+    rows = []
+    if history.is_file():
+        with history.open() as f:
+            rows = list(csv.DictReader(f))
     ranked = sorted(
         (
             (float(row[monitor]), int(row["epoch"]) + 1)

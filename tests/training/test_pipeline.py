@@ -267,6 +267,8 @@ def test_fit_refuses_impossible_supervision_settings(trained_run, tmp_path, caps
     assert "--mixup must be 0" in capsys.readouterr().err
     assert main([*base, "--average-epochs", "0"]) == 2
     assert "--average-epochs must be at least 1" in capsys.readouterr().err
+    assert main([*base, "--colour", "sepia"]) == 2
+    assert "--colour must be none or shades_of_gray" in capsys.readouterr().err
 
 
 def test_strict_fit_fails_on_bad_rows_with_a_message(trained_run, tmp_path, capsys):
