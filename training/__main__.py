@@ -50,6 +50,8 @@ def _fit_parser(sub) -> None:
         "(activations or pixels, metadata, labels, class weights) by a Beta(alpha, alpha) factor; 0: off",
         "average_epochs": "phase 2: average the weights of the N best epochs and keep the average if it "
         "scores higher on validation than the best epoch; 1: off",
+        "lr_schedule": "phase 2 learning rate: plateau (halve after an epoch without improvement) or cosine "
+        "(half-cosine from --finetune-lr to 1/100 of it over --finetune-epochs)",
     }
     for f in fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -131,6 +133,8 @@ def _recipe(config: dict) -> str:
         mode += f", mixup {config['mixup']}"
     if (config.get("average_epochs") or 1) > 1:
         mode += f", mean of the {config['average_epochs']} best epochs"
+    if config.get("lr_schedule") == "cosine":
+        mode += ", cosine learning rate"
     return f"{supervision}; {tuned}, {mode}; lr {config.get('finetune_lr')}; seed {config.get('seed')}"
 
 

@@ -2,15 +2,16 @@
 
 Phase 1 trains the head on cached frozen-backbone features (original + horizontal flip); phase 2 fine-tunes the
 top blocks (or all, ``top_blocks=-1``) with augmentation, class weights, Adam, BCE or focal loss,
-ReduceLROnPlateau, early stopping and best-checkpoint saving. Every epoch writes ``last.weights.h5`` and
-``state.json`` so ``--resume`` continues an interrupted run. Uses only ``keras`` APIs: the same code runs on the
-TensorFlow backend (CPU) and on the JAX backend (GPU, mixed precision).
+ReduceLROnPlateau (or a cosine schedule), early stopping and best-checkpoint saving. Every epoch writes
+``last.weights.h5`` and ``state.json`` so ``--resume`` continues an interrupted run. Uses only ``keras`` APIs:
+the same code runs on the TensorFlow backend (CPU) and on the JAX backend (GPU, mixed precision).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -70,6 +71,10 @@ class FitConfig:
     # phase 2: the fine-tuned blocks' BatchNorm layers train too (batch statistics; their moving averages adapt
     # to dermoscopy) instead of keeping ImageNet statistics
     train_batchnorm: bool = False
+    # phase 2 learning rate: "plateau" halves it after one epoch without improvement (ReduceLROnPlateau);
+    # "cosine" lowers it from finetune_lr towards zero along half a cosine over finetune_epochs, whatever the
+    # validation metric does (noisy epochs, such as pixel mode's freshly augmented ones, do not cut it early)
+    lr_schedule: str = "plateau"
     batch_size: int = 16
     loss: str = "bce"  # or "focal"
     dropout: float = 0.3
@@ -109,6 +114,8 @@ class FitConfig:
             raise ValueError(f"--colour must be none or shades_of_gray, not {self.colour!r}")
         if self.mixup < 0:
             raise ValueError("--mixup must be 0 (off) or a positive Beta alpha such as 0.2")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"--lr-schedule must be plateau or cosine, not {self.lr_schedule!r}")
         if self.average_epochs < 1:
             raise ValueError("--average-epochs must be at least 1 (1: keep the best epoch only)")
 
@@ -305,13 +312,29 @@ def _callbacks(
                 (run_dir / "state.json").write_text(json.dumps(state))
                 log.info("%s epoch %d: %s improved to %.4f", phase, epoch + 1, monitor, value)
 
+    if phase == "finetune" and config.lr_schedule == "cosine":
+        # Keras passes the absolute epoch index, so a resumed run continues on the same curve.
+        schedule = keras.callbacks.LearningRateScheduler(
+            lambda epoch: cosine_lr(config.finetune_lr, epoch, config.finetune_epochs)
+        )
+    else:
+        schedule = keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode=mode, factor=0.5, patience=1, min_lr=1e-6
+        )
     return [
         BestCheckpoint(),
         EpochState(),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=1, min_lr=1e-6),
+        schedule,
         keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=config.patience),
         keras.callbacks.CSVLogger(str(run_dir / f"history_{phase}.csv"), append=True),
     ]
+
+
+def cosine_lr(base: float, epoch: int, epochs: int) -> float:
+    """Half-cosine decay from ``base`` at epoch 0 to ``base / 100`` at the last epoch."""
+    floor = base / 100
+    progress = epoch / max(epochs - 1, 1)
+    return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 def _epoch_weights(epoch: int) -> str:

@@ -208,6 +208,37 @@ def test_mixup_and_epoch_averaging_train_and_keep_the_better_weights(trained_run
     assert json.loads((pixel_run / "summary.json").read_text())["best_finetune"] is not None
 
 
+def test_cosine_schedule_lowers_the_fine_tuning_rate_along_a_half_cosine_and_resumes_on_it(
+    trained_run, tmp_path
+):
+    """--lr-schedule cosine: each fine-tuning epoch runs at lr * (0.01 + 0.99 * (1 + cos(pi * e / (E - 1))) / 2)
+    whatever validation does, and a run interrupted after two epochs continues on the same curve."""
+    from training.__main__ import main
+
+    csv_path, _ = trained_run
+    run = tmp_path / "cosine"
+    args = ["fit", "--data", str(csv_path), "--run-dir", str(run), "--backbone", "efficientnet_lite0"]
+    args += ["--weights", "none", "--image-size", "32", "--k", "4", "--head-epochs", "1", "--patience", "9"]
+    args += ["--top-blocks", "2", "--batch-size", "8", "--head-batch", "16", "--finetune-lr", "1e-3"]
+    args += ["--lr-schedule", "cosine"]
+    assert main([*args, "--finetune-epochs", "2"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    config["finetune_epochs"] = 5  # as if the first run had been stopped after two of five epochs
+    (run / "config.json").write_text(json.dumps(config))
+    state = json.loads((run / "state.json").read_text())
+    state.pop("finetune_done", None)
+    (run / "state.json").write_text(json.dumps(state))
+    assert main(["fit", "--data", str(csv_path), "--run-dir", str(run), "--resume"]) == 0
+
+    with (run / "history_finetune.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    expected = [1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(5)]
+    # the first two epochs ran under the two-epoch curve (1e-3, then its floor)
+    assert np.allclose([float(r["learning_rate"]) for r in rows[:2]], [1e-3, 1e-5], rtol=1e-4)
+    assert np.allclose([float(r["learning_rate"]) for r in rows[2:]], expected[2:], rtol=1e-4)
+
+
 def _batchnorm_means(model) -> dict:
     import keras
 
@@ -269,6 +300,8 @@ def test_fit_refuses_impossible_supervision_settings(trained_run, tmp_path, caps
     assert "--average-epochs must be at least 1" in capsys.readouterr().err
     assert main([*base, "--colour", "sepia"]) == 2
     assert "--colour must be none or shades_of_gray" in capsys.readouterr().err
+    assert main([*base, "--lr-schedule", "step"]) == 2
+    assert "--lr-schedule must be plateau or cosine" in capsys.readouterr().err
 
 
 def test_strict_fit_fails_on_bad_rows_with_a_message(trained_run, tmp_path, capsys):
