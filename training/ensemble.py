@@ -104,6 +104,7 @@ def train_members(
     patience: int = 4,
     supervision: str = "diagnosis",
     cache_variants: int = 8,
+    lr_schedule: str = "plateau",
 ) -> list[dict]:
     import keras
 
@@ -134,6 +135,7 @@ def train_members(
             top_blocks=-1 if all_blocks else recipe.top_blocks,
             supervision=supervision,
             cache_variants=cache_variants,
+            lr_schedule=lr_schedule,
             batch_size=batch_size,
             patience=patience,
             steps_per_epoch=steps_per_epoch,
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--patience", type=int, default=4)
     train.add_argument("--supervision", choices=("malignant", "diagnosis"), default="diagnosis")
     train.add_argument("--cache-variants", type=int, default=8)
+    train.add_argument("--lr-schedule", choices=("plateau", "cosine"), default="plateau")
     train.add_argument(
         "--all-blocks", action="store_true", help="fine-tune the whole backbone on pixels (GPU)"
     )
@@ -208,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             patience=args.patience,
             supervision=args.supervision,
             cache_variants=args.cache_variants,
+            lr_schedule=args.lr_schedule,
         )
     else:
         print(import_member_weights(args.npz, args.record, args.run_dir, data=args.data))

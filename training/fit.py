@@ -164,6 +164,10 @@ def gpu_available() -> bool:
         import tensorflow as tf
 
         return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
     return False
 
 
@@ -260,12 +264,13 @@ def _positive_auc(positive_classes: tuple[int, ...], n_classes: int):
 
     class PositiveAUC(keras.metrics.AUC):
         def update_state(self, y_true, y_pred, sample_weight=None):
+            positive = ops.convert_to_tensor(mask)  # a backend tensor: torch refuses tensor * ndarray
             if len(y_true.shape) == 2 and y_true.shape[-1] == n_classes:  # (mixed) one-hot rows
-                truth = ops.sum(ops.cast(y_true, "float32") * mask, axis=-1)
+                truth = ops.sum(ops.cast(y_true, "float32") * positive, axis=-1)
             else:
                 classes = ops.cast(ops.reshape(y_true, (-1,)), "int32")
-                truth = ops.take(ops.convert_to_tensor(mask), classes)
-            score = ops.sum(ops.cast(y_pred, "float32") * mask, axis=-1)
+                truth = ops.take(positive, classes)
+            score = ops.sum(ops.cast(y_pred, "float32") * positive, axis=-1)
             return super().update_state(truth, score, sample_weight)
 
     return PositiveAUC(name="auc")
