@@ -281,6 +281,14 @@ def member_entry(name: str, onnx_file: Path, spec: ImageSpec, output: str, *, we
     }
 
 
+def floor6(value: float) -> float:
+    """``value`` rounded down to 6 decimals for the manifest. Never up: a threshold chosen as the score of the
+    last malignant lesion that must still be flagged (see ``training.evaluate.threshold_for_sensitivity``) would,
+    rounded to nearest, land just above that score and miss the lesion, so the shipped threshold would fall
+    short of its target sensitivity."""
+    return math.floor(float(value) * 1_000_000) / 1_000_000
+
+
 def write_manifest(
     folder: Path,
     *,
@@ -303,8 +311,8 @@ def write_manifest(
         "positive_class": "malignant",
         "metadata": MetadataSpec().to_dict(),
         "members": members,
-        "threshold": round(float(threshold), 6),
-        "risk_bands": {k: round(float(v), 6) for k, v in risk_bands.items()},
+        "threshold": floor6(threshold),
+        "risk_bands": {k: floor6(v) for k, v in risk_bands.items()},
         "tta": {"hflip": tta},
         "training": training or {},
         "metrics": metrics or {},

@@ -4,6 +4,7 @@ import copy
 import json
 import zipfile
 
+import numpy as np
 import pytest
 
 from inference.package import PackageError, extract_zip, parse_manifest, read_manifest, verify_files
@@ -111,3 +112,24 @@ def test_a_damaged_zip_is_refused(tmp_path):
     archive.write_bytes(b"PK\x03\x04 this is not really a zip")
     with pytest.raises(PackageError, match="not a readable zip file"):
         extract_zip(archive, tmp_path / "out")
+
+
+def test_the_shipped_threshold_keeps_the_sensitivity_it_was_chosen_for(tmp_path):
+    """The threshold is the score of the last malignant lesion that must be flagged; the manifest stores it to
+    6 decimals, rounded down, so that lesion is still flagged after the round trip (rounded to nearest, the
+    1.2.0 threshold 0.23775265 became 0.237753 and its sensitivity fell from 0.950 to 0.948)."""
+    from training.evaluate import threshold_for_sensitivity
+
+    rng = np.random.default_rng(3)
+    labels = np.array([1] * 404 + [0] * 584)
+    scores = np.concatenate([rng.uniform(0.3, 1.0, 404), rng.uniform(0.0, 0.6, 584)])
+    order = np.argsort(scores[:404])
+    scores[order[20]] = 0.23775264900177717  # the 21st-lowest malignant score: 384 of 404 = 0.9505
+    scores[order[:20]] = rng.uniform(0.0, 0.2, 20)
+    threshold = threshold_for_sensitivity(labels, scores, 0.95)
+    assert threshold == 0.23775264900177717
+
+    manifest, _ = read_manifest(build_package(tmp_path / "pkg", threshold=threshold))
+    assert manifest.threshold <= threshold and threshold - manifest.threshold < 1e-6
+    assert (scores[labels == 1] >= manifest.threshold).mean() >= 0.95
+    assert manifest.risk_bands["medium"] == manifest.threshold
