@@ -36,7 +36,7 @@ DEFAULT_MEMBERS: tuple[MemberRecipe, ...] = (
     MemberRecipe("lite0a", "efficientnet_lite0", 224, 4, 11),
     MemberRecipe("lite0b", "efficientnet_lite0", 224, 8, 11),
     MemberRecipe("lite0c", "efficientnet_lite0", 224, 9, 11),
-    MemberRecipe("lite1", "efficientnet_lite1", 240, 5, 14),
+    MemberRecipe("lite2", "efficientnet_lite2", 260, 6, 14),
 )
 
 
