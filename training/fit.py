@@ -4,7 +4,7 @@ Phase 1 trains the head on cached frozen-backbone features (original + horizonta
 top blocks (or all, ``top_blocks=-1``) with augmentation, class weights, Adam, BCE or focal loss,
 ReduceLROnPlateau (or a cosine schedule), early stopping and best-checkpoint saving. Every epoch writes
 ``last.weights.h5`` and ``state.json`` so ``--resume`` continues an interrupted run. Uses only ``keras`` APIs:
-the same code runs on the TensorFlow backend (CPU) and on the JAX backend (GPU, mixed precision).
+the same code runs on the TensorFlow backend (CPU) and on the JAX or torch backends (GPU, mixed precision).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class FitConfig:
     # to dermoscopy) instead of keeping ImageNet statistics
     train_batchnorm: bool = False
     # phase 2 learning rate: "plateau" halves it after one epoch without improvement (ReduceLROnPlateau);
-    # "cosine" lowers it from finetune_lr towards zero along half a cosine over finetune_epochs, whatever the
+    # "cosine" lowers it from finetune_lr to a hundredth of it along half a cosine over finetune_epochs, whatever the
     # validation metric does (noisy epochs, such as pixel mode's freshly augmented ones, do not cut it early)
     lr_schedule: str = "plateau"
     batch_size: int = 16
