@@ -142,6 +142,10 @@ def _cmd_package(args) -> int:
     from training.export import export_member
     from training.package import build_package
 
+    if not 0.0 < args.target_sensitivity <= 1.0:
+        raise ValueError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
+    if not 0.0 <= args.sensitivity_confidence < 1.0:
+        raise ValueError(f"--sensitivity-confidence must be in [0, 1), got {args.sensitivity_confidence}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     members = []
@@ -178,6 +182,7 @@ def _cmd_package(args) -> int:
         name=args.name,
         version=args.version,
         target_sensitivity=args.target_sensitivity,
+        sensitivity_confidence=args.sensitivity_confidence,
         tta=not args.no_tta,
         training=training,
     )
@@ -190,6 +195,7 @@ def _cmd_package(args) -> int:
                 "threshold": v["threshold"],
                 "sensitivity": v["sensitivity"],
                 "specificity": v["specificity"],
+                "threshold_rule": card["threshold_rule"],
             }
         )
     )
@@ -256,6 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="labels CSV (default: the first run's)")
     p.add_argument("--split", help="split.json with the validation side (default: the first run's)")
     p.add_argument("--target-sensitivity", type=float, default=0.95)
+    p.add_argument(
+        "--sensitivity-confidence",
+        type=float,
+        default=0.95,
+        help="choose the threshold so that the exact one-sided lower confidence bound of sensitivity over the "
+        "validation positives reaches --target-sensitivity at this confidence; 0 flags exactly the target "
+        "share of validation positives (which new patients miss about half the time)",
+    )
     p.add_argument("--no-tta", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.add_argument("--tolerance", type=float, default=1e-4)
     p = sub.add_parser("register", help="register a package with the inference registry (as a candidate)")

@@ -47,15 +47,117 @@ def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.r_[0.0, fpr], np.r_[0.0, tpr], np.r_[np.inf, thresholds]
 
 
-def threshold_for_sensitivity(labels: np.ndarray, scores: np.ndarray, target: float = 0.95) -> float:
-    """The highest threshold whose sensitivity (score >= threshold) reaches ``target``."""
+def _log_binomial_pmf(n: int, p: float) -> np.ndarray:
+    """log P(X = k) for k = 0..n, X ~ Binomial(n, p), 0 < p < 1."""
+    log_factorial = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)))])
+    k = np.arange(n + 1)
+    return log_factorial[n] - log_factorial[k] - log_factorial[n - k] + k * np.log(p) + (n - k) * np.log1p(-p)
+
+
+def binomial_upper_tail(n: int, k: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p)."""
+    if k <= 0:
+        return 1.0
+    if k > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    logs = _log_binomial_pmf(n, p)[k:]
+    top = logs.max()
+    return float(min(1.0, np.exp(top) * np.exp(logs - top).sum()))
+
+
+def _solve_increasing(f, target: float) -> float:
+    """The p in [0, 1] where the increasing function f reaches ``target`` (60 bisection steps)."""
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        middle = (low + high) / 2
+        if f(middle) < target:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2
+
+
+def proportion_lower_bound(successes: int, n: int, confidence: float = 0.95) -> float:
+    """One-sided exact (Clopper-Pearson) lower confidence bound of a proportion: the smallest true rate under
+    which ``successes`` or more of ``n`` would still happen with probability 1 - ``confidence``."""
+    if n <= 0 or successes <= 0:
+        return 0.0
+    return _solve_increasing(lambda p: binomial_upper_tail(n, successes, p), 1.0 - confidence)
+
+
+def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> list[float] | None:
+    """Two-sided exact (Clopper-Pearson) confidence interval of a proportion; None when ``n`` is 0."""
+    if n <= 0:
+        return None
+    alpha = (1.0 - confidence) / 2.0
+    lower = proportion_lower_bound(successes, n, 1.0 - alpha)
+    # upper: the rate at which ``successes`` or fewer happen with probability alpha
+    upper = (
+        1.0
+        if successes >= n
+        else _solve_increasing(lambda p: binomial_upper_tail(n, successes + 1, p), 1.0 - alpha)
+    )
+    return [lower, upper]
+
+
+def choose_threshold(
+    labels: np.ndarray, scores: np.ndarray, target: float = 0.95, confidence: float = 0.0
+) -> dict:
+    """The highest threshold (predict malignant when score >= threshold) whose sensitivity on these cases
+    reaches ``target``.
+
+    With ``confidence`` = 0 that is the point estimate: exactly ``ceil(target * n)`` of the n positives are
+    flagged, so on new cases from the same population the sensitivity falls short of the target about half the
+    time. With ``confidence`` > 0 the threshold flags the fewest positives whose exact one-sided lower
+    confidence bound of sensitivity still reaches ``target`` (``bound_met``); when even flagging every positive
+    is not enough (too few positives), it flags every positive and ``bound_met`` is False.
+
+    Returns {threshold, target, confidence, positives, flagged, sensitivity, lower_bound, bound_met}."""
     labels = np.asarray(labels).astype(bool)
-    positives = np.sort(np.asarray(scores, dtype=np.float64)[labels])
-    if len(positives) == 0:
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+    if not 0.0 <= confidence < 1.0:
+        raise ValueError(f"confidence must be in [0, 1), got {confidence}")
+    positives = np.sort(np.asarray(scores, dtype=np.float64)[labels])[::-1]
+    n = len(positives)
+    if n == 0:
         raise ValueError("no positive cases: a threshold for a target sensitivity cannot be chosen")
-    # Keep at least ceil(target * n) positives at or above the threshold.
-    keep = int(np.ceil(target * len(positives) - 1e-9))
-    return float(positives[len(positives) - max(1, keep)])
+    keep = max(1, int(np.ceil(target * n - 1e-9)))
+    bound_met = True
+    if confidence > 0.0:
+        alpha = 1.0 - confidence
+        if binomial_upper_tail(n, n, target) > alpha:
+            keep, bound_met = n, False
+        else:  # the smallest keep whose lower bound reaches the target (the tail falls as keep grows)
+            low, high = keep, n
+            while low < high:
+                middle = (low + high) // 2
+                if binomial_upper_tail(n, middle, target) <= alpha:
+                    high = middle
+                else:
+                    low = middle + 1
+            keep = low
+    threshold = float(positives[keep - 1])
+    flagged = int((positives >= threshold).sum())  # ties at the threshold are flagged too
+    return {
+        "threshold": threshold,
+        "target": target,
+        "confidence": confidence,
+        "positives": n,
+        "flagged": flagged,
+        "sensitivity": flagged / n,
+        "lower_bound": proportion_lower_bound(flagged, n, confidence) if confidence > 0 else None,
+        "bound_met": bound_met,
+    }
+
+
+def threshold_for_sensitivity(
+    labels: np.ndarray, scores: np.ndarray, target: float = 0.95, confidence: float = 0.0
+) -> float:
+    """The threshold of ``choose_threshold`` alone."""
+    return choose_threshold(labels, scores, target, confidence)["threshold"]
 
 
 def threshold_for_specificity(labels: np.ndarray, scores: np.ndarray, target: float = 0.9) -> float:
@@ -120,6 +222,8 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> 
         "precision": precision,
         "sensitivity": sensitivity,
         "specificity": ratio(tn, tn + fp),
+        "sensitivity_ci95": proportion_interval(tp, tp + fn),
+        "specificity_ci95": proportion_interval(tn, tn + fp),
         "f1": f1,
         "confusion_matrix": {
             "labels": ["benign", "malignant"],
@@ -320,6 +424,26 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def threshold_sentence(rule: dict | None, threshold: float, target: float) -> str:
+    """How the decision threshold was chosen, in one sentence for the model card."""
+    if not rule or not rule.get("confidence"):
+        return f"Decision threshold {threshold:.4f}, chosen on this validation split for sensitivity >= {target:.2f}."
+    flagged = f"it flags {rule['flagged']} of the {rule['positives']} malignant validation images"
+    if rule["bound_met"]:
+        return (
+            f"Decision threshold {threshold:.4f}, chosen on this validation split so that sensitivity >= "
+            f"{target:.2f} holds with {rule['confidence']:.0%} confidence: {flagged} "
+            f"({rule['sensitivity']:.3f}; exact one-sided lower bound {rule['lower_bound']:.3f}). A threshold "
+            f"that flags exactly {target:.0%} of them would fall short of {target:.0%} on new patients about "
+            "half the time."
+        )
+    return (
+        f"Decision threshold {threshold:.4f}: {flagged}, and still the lower {rule['confidence']:.0%} "
+        f"confidence bound of sensitivity is only {rule['lower_bound']:.3f}, below the target "
+        f"{target:.2f}: validate on more malignant cases before relying on it."
+    )
+
+
 def model_card_markdown(card: dict) -> str:
     """The Markdown model card from the card dictionary (also written as JSON)."""
     m = card["validation"]
@@ -347,14 +471,15 @@ def model_card_markdown(card: dict) -> str:
         "",
         f"## Validation ({m['n']} images, {m['positives']} malignant; lesion-grouped split)",
         "",
-        f"Decision threshold {m['threshold']:.4f}, chosen on this validation split for sensitivity >= "
-        f"{card['target_sensitivity']:.2f}.",
+        threshold_sentence(card.get("threshold_rule"), m["threshold"], card["target_sensitivity"]),
         "",
         "| metric | value |",
         "|---|---|",
     ]
     for key in ("auc", "sensitivity", "specificity", "precision", "accuracy", "f1", "ece"):
-        lines.append(f"| {key} | {_fmt(m[key])} |")
+        interval = m.get(f"{key}_ci95")
+        suffix = f" (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
+        lines.append(f"| {key} | {_fmt(m[key])}{suffix} |")
     cm = m["confusion_matrix"]["rows_true_cols_predicted"]
     lines += [
         "",

@@ -37,14 +37,17 @@ def build_package(
     name: str,
     version: str,
     target_sensitivity: float = 0.95,
+    sensitivity_confidence: float = 0.95,
     tta: bool = True,
     training: dict | None = None,
 ) -> dict:
     """``members``: [{name, onnx (path), image_spec (dict), output, backbone, run_dir?, parity_max_abs_diff?}].
 
     Copies the ONNX files into ``out``, scores the validation side of ``split`` through
-    ``inference.runtime`` with a provisional threshold, sets the threshold for ``target_sensitivity``, and
-    writes manifest.json, model_card.md/.json, roc.png, reliability.png and validation_scores.npz."""
+    ``inference.runtime`` with a provisional threshold, sets the threshold so that sensitivity reaches
+    ``target_sensitivity`` with ``sensitivity_confidence`` (the exact lower confidence bound over the
+    validation positives; 0: the point estimate, see ``training.evaluate.choose_threshold``), and writes
+    manifest.json, model_card.md/.json, roc.png, reliability.png and validation_scores.npz."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -73,7 +76,8 @@ def build_package(
     folder, manifest = ev.load_package(out)
     scores, member_scores = ev.score_dataset(val, folder, manifest)
     labels = np.array([r.malignant for r in val.records])
-    threshold = ev.threshold_for_sensitivity(labels, scores, target_sensitivity)
+    threshold_rule = ev.choose_threshold(labels, scores, target_sensitivity, sensitivity_confidence)
+    threshold = threshold_rule["threshold"]
     high = max(threshold, ev.threshold_for_specificity(labels, scores, 0.90))
     report = ev.full_report(val, scores, threshold)
     for member in members:
@@ -95,6 +99,7 @@ def build_package(
     }
     headline["auc_per_source"] = {k: v["auc"] for k, v in report["subgroups"]["source"].items()}
     headline["member_auc"] = {m["name"]: m["val_auc"] for m in members}
+    headline["threshold_rule"] = threshold_rule
     training = {
         **training,
         "validation_split": "lesion-grouped (lesion_id + near-duplicate hash), stratified "
@@ -134,6 +139,7 @@ def build_package(
             "the queue. It does not replace a dermatologist's diagnosis."
         ),
         "target_sensitivity": target_sensitivity,
+        "threshold_rule": threshold_rule,
         "members": [
             {
                 k: v

@@ -119,6 +119,59 @@ def test_metrics_on_known_scores():
     assert ev.roc_auc(np.array([1, 1]), np.array([0.2, 0.3])) is None
 
 
+def test_exact_confidence_intervals_match_reference_values():
+    # Clopper-Pearson intervals as R's binom.test gives them.
+    assert ev.proportion_interval(8, 10) == pytest.approx([0.4439045, 0.9747893], abs=1e-6)
+    assert ev.proportion_interval(0, 10) == pytest.approx([0.0, 0.3084971], abs=1e-6)
+    assert ev.proportion_interval(10, 10) == pytest.approx([0.6915029, 1.0], abs=1e-6)
+    assert ev.proportion_interval(0, 0) is None
+    metrics = ev.binary_metrics(np.array([1] * 10 + [0] * 10), np.array([0.9] * 8 + [0.1] * 12), 0.5)
+    assert metrics["sensitivity_ci95"] == pytest.approx([0.4439045, 0.9747893], abs=1e-6)
+    assert metrics["specificity_ci95"] == pytest.approx([0.6915029, 1.0], abs=1e-6)
+
+
+def test_a_confident_threshold_flags_the_fewest_positives_whose_lower_bound_reaches_the_target():
+    rng = np.random.default_rng(5)
+    labels = np.array([1] * 404 + [0] * 584)
+    scores = np.concatenate([rng.uniform(0.2, 1.0, 404), rng.uniform(0.0, 0.7, 584)])
+    point = ev.choose_threshold(labels, scores, 0.95)
+    assert point["flagged"] == 384 and point["lower_bound"] is None
+    rule = ev.choose_threshold(labels, scores, 0.95, confidence=0.95)
+    flagged = rule["flagged"]
+    assert rule["bound_met"] and rule["threshold"] < point["threshold"]
+    assert (scores[labels == 1] >= rule["threshold"]).sum() == flagged
+    assert (
+        ev.proportion_lower_bound(flagged, 404, 0.95)
+        >= 0.95
+        > ev.proportion_lower_bound(flagged - 1, 404, 0.95)
+    )
+    assert rule["lower_bound"] == pytest.approx(ev.proportion_lower_bound(flagged, 404, 0.95))
+
+
+def test_a_confident_threshold_keeps_the_target_sensitivity_on_new_patients():
+    """Malignant scores uniform on [0, 1]: a threshold t has true sensitivity 1 - t. Chosen on 400 sampled
+    positives, the point estimate falls short of 0.95 about half the time; the 95 % bound about 1 time in 20."""
+    rng = np.random.default_rng(11)
+    labels = np.ones(400, dtype=bool)
+    short = {0.0: 0, 0.95: 0}
+    for _ in range(400):
+        scores = rng.uniform(0.0, 1.0, 400)
+        for confidence in short:
+            threshold = ev.threshold_for_sensitivity(labels, scores, 0.95, confidence)
+            short[confidence] += (1.0 - threshold) < 0.95
+    assert short[0.0] / 400 > 0.35
+    assert short[0.95] / 400 < 0.09
+
+
+def test_too_few_positives_for_the_bound_flag_them_all_and_say_so():
+    labels = np.array([1, 1, 1, 0, 0])
+    rule = ev.choose_threshold(labels, np.array([0.9, 0.6, 0.3, 0.2, 0.1]), 0.95, confidence=0.95)
+    assert rule["threshold"] == 0.3 and rule["flagged"] == 3 and not rule["bound_met"]
+    assert rule["lower_bound"] < 0.95
+    with pytest.raises(ValueError, match="confidence"):
+        ev.choose_threshold(labels, np.zeros(5), 0.95, confidence=1.0)
+
+
 def test_plots_are_written(tmp_path):
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 100)

@@ -364,6 +364,12 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
         assert (package / name).is_file(), name
     card = json.loads((package / "model_card.json").read_text())
     assert card["validation"]["sensitivity"] >= 0.95
+    # A dozen validation positives cannot show sensitivity >= 0.95 with 95 % confidence: the package flags
+    # every one of them and its card says the bound was not reached.
+    rule = card["threshold_rule"]
+    assert (rule["confidence"], rule["bound_met"]) == (0.95, False)
+    assert rule["flagged"] == rule["positives"] == card["validation"]["positives"]
+    assert "validate on more malignant cases" in (package / "model_card.md").read_text()
     assert set(card["validation"]["subgroups"]) == {"source", "sex", "age_band", "site"}
 
     assert main(["evaluate", "--data", str(csv_path), "--model", str(package), "--json"]) == 0
@@ -390,6 +396,16 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     expected = model([x, meta], training=False).numpy()[:, 0]
     got = np.array([o.probability for o in outcome.images])
     assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_package_refuses_an_impossible_threshold_rule_before_exporting(tmp_path, capsys):
+    from training.__main__ import main
+
+    args = ["package", "--member", f"m0={tmp_path / 'no-run'}", "--out", str(tmp_path / "p")]
+    assert main([*args, "--sensitivity-confidence", "1"]) == 2
+    assert "--sensitivity-confidence must be in [0, 1)" in capsys.readouterr().err
+    assert main([*args, "--target-sensitivity", "0"]) == 2
+    assert "--target-sensitivity must be in (0, 1]" in capsys.readouterr().err
 
 
 def test_register_command_rejects_a_broken_package(tmp_path, db, settings, capsys):
