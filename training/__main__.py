@@ -146,6 +146,10 @@ def _cmd_package(args) -> int:
         raise ValueError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
     if not 0.0 <= args.sensitivity_confidence < 1.0:
         raise ValueError(f"--sensitivity-confidence must be in [0, 1), got {args.sensitivity_confidence}")
+    if bool(args.member) == bool(args.from_package):
+        raise ValueError("give either --member NAME=RUN_DIR (repeatable) or --from-package PACKAGE")
+    if args.from_package:
+        return _repackage(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     members = []
@@ -179,13 +183,52 @@ def _cmd_package(args) -> int:
         members,
         data=data,
         split=split,
-        name=args.name,
-        version=args.version,
+        name=args.name or "teleder-derm",
+        version=args.version or "1.0.0",
         target_sensitivity=args.target_sensitivity,
         sensitivity_confidence=args.sensitivity_confidence,
         tta=not args.no_tta,
         training=training,
     )
+    _print_package_summary(out, card)
+    return 0
+
+
+def _repackage(args) -> int:
+    from training.evaluate import load_package
+    from training.package import build_package, members_from_package
+
+    source, manifest = load_package(args.from_package)
+    out = Path(args.out)
+    if out.exists() and out.resolve() == source.resolve():
+        raise ValueError("--out must be a new folder: the package being re-thresholded stays as it is")
+    if not args.version or args.version == manifest.version:
+        raise ValueError(f"give the new package a new --version (the source is {manifest.version})")
+    members, training, tta = members_from_package(source)
+    data = args.data or training.get("data")
+    if not data:
+        raise ValueError("--data is needed: the package does not say which CSV it was validated on")
+    if not args.split:
+        raise ValueError(
+            "--split is needed with --from-package (the split.json whose validation side to use)"
+        )
+    card = build_package(
+        out,
+        members,
+        data=data,
+        split=args.split,
+        name=args.name or manifest.name,
+        version=args.version,
+        target_sensitivity=args.target_sensitivity,
+        sensitivity_confidence=args.sensitivity_confidence,
+        tta=tta and not args.no_tta,
+        training={**training, "data": str(data)},
+    )
+    _print_package_summary(out, card)
+    return 0
+
+
+def _print_package_summary(out: Path, card: dict) -> None:
     v = card["validation"]
     print(
         json.dumps(
@@ -199,7 +242,6 @@ def _cmd_package(args) -> int:
             }
         )
     )
-    return 0
 
 
 def _cmd_register(args) -> int:
@@ -255,10 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "package", help="export members, choose the threshold on validation, write the package"
     )
-    p.add_argument("--member", action="append", required=True, help="NAME=RUN_DIR (repeat per member)")
+    p.add_argument("--member", action="append", help="NAME=RUN_DIR (repeat per member)")
+    p.add_argument(
+        "--from-package",
+        help="reuse an existing package's members (folder, .zip or 'active') instead of exporting runs: "
+        "choose its threshold again on --split and write a new package (give it a new --version)",
+    )
     p.add_argument("--out", required=True, help="package folder")
-    p.add_argument("--name", default="teleder-derm")
-    p.add_argument("--version", default="1.0.0")
+    p.add_argument("--name", help="package name (default: teleder-derm, or the --from-package one's)")
+    p.add_argument("--version", help="package version (default: 1.0.0; required with --from-package)")
     p.add_argument("--data", help="labels CSV (default: the first run's)")
     p.add_argument("--split", help="split.json with the validation side (default: the first run's)")
     p.add_argument("--target-sensitivity", type=float, default=0.95)

@@ -157,3 +157,31 @@ def build_package(
     (out / "model_card.json").write_text(json.dumps(card, indent=2))
     (out / "model_card.md").write_text(ev.model_card_markdown(card))
     return card
+
+
+def members_from_package(model: str | Path) -> tuple[list[dict], dict, bool]:
+    """The members, training record and TTA setting of an existing package (folder, .zip or ``active``), in
+    the form ``build_package`` takes: to choose its threshold again (another target, another confidence, more
+    validation data) without retraining or re-exporting. The ONNX files are reused byte for byte."""
+    folder, manifest = ev.load_package(model)
+    card_path = folder / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    described = {m.get("name"): m for m in card.get("members", [])}
+    members = []
+    for spec in manifest.members:
+        known = described.get(spec.name, {})
+        members.append(
+            {
+                "name": spec.name,
+                "onnx": folder / spec.file,
+                "image_spec": spec.image.to_dict(),
+                "output": spec.output,
+                "backbone": known.get("backbone", "unknown"),
+                "recipe": known.get("recipe"),
+                "parity_max_abs_diff": known.get("parity_max_abs_diff"),
+            }
+        )
+    training = dict(manifest.training)
+    for key in ("validation_split", "n_val"):  # build_package writes these for the new validation
+        training.pop(key, None)
+    return members, training, manifest.tta_hflip

@@ -378,6 +378,25 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     assert metrics["n"] == 48 and metrics["threshold"] == pytest.approx(manifest["threshold"])
     assert len(metrics["confusion_matrix"]["rows_true_cols_predicted"]) == 2
 
+    # The same members, re-thresholded without retraining: the point estimate flags fewer positives.
+    again = tmp_path / "again"
+    rethreshold = ["package", "--from-package", str(package), "--split", str(run / "split.json")]
+    assert main([*rethreshold, "--out", str(package), "--version", "0.0.2"]) == 2
+    assert "--out must be a new folder" in capsys.readouterr().err
+    assert main([*rethreshold, "--out", str(again)]) == 2
+    assert "new --version" in capsys.readouterr().err
+    assert (
+        main([*rethreshold, "--out", str(again), "--version", "0.0.2", "--sensitivity-confidence", "0"]) == 0
+    )
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["threshold_rule"]["confidence"] == 0.0
+    assert summary["threshold_rule"]["flagged"] <= rule["flagged"]
+    second = json.loads((again / "manifest.json").read_text())
+    assert (second["name"], second["version"], second["tta"]) == ("tiny", "0.0.2", manifest["tta"])
+    assert second["members"][0]["sha256"] == manifest["members"][0]["sha256"]
+    assert second["threshold"] >= manifest["threshold"]
+    assert json.loads((again / "model_card.json").read_text())["members"][0]["parity_max_abs_diff"] <= 1e-4
+
     # The registered package serves the same probabilities as the Keras model (TTA off to compare directly).
     settings.TELEDER_MODEL_DIR = tmp_path / "models"
     manifest["tta"] = {"hflip": False}
