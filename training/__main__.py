@@ -102,7 +102,10 @@ def _cmd_evaluate(args) -> int:
         )
         for source, row in report["subgroups"]["source"].items():
             auc = "n/a" if row["auc"] is None else f"{row['auc']:.4f}"
-            print(f"  {source}: n={row['n']} AUC {auc}")
+            rates = ", ".join(
+                f"{key} {row[key]:.3f}" for key in ("sensitivity", "specificity") if row[key] is not None
+            )
+            print(f"  {source}: n={row['n']} AUC {auc}; {rates}")
     slim = {k: v for k, v in report.items() if k != "reliability"}
     print(json.dumps(slim, separators=(",", ":")))
     return 0

@@ -242,35 +242,42 @@ def age_band(age: float | None) -> str:
     return "70+"
 
 
-def subgroup_aucs(dataset: Dataset, scores: np.ndarray) -> dict:
-    """AUC (and n, positives) per source, sex, age band and anatomical site."""
-    labels = np.array([r.malignant for r in dataset.records])
+def subgroup_aucs(dataset: Dataset, scores: np.ndarray, threshold: float | None = None) -> dict:
+    """AUC (and n, positives) per source, sex, age band, anatomical site and diagnosis; with ``threshold`` also
+    the sensitivity and specificity at it (None where the group has no malignant / no benign image), because a
+    threshold that reaches its target over all images can still miss it within one source or diagnosis."""
+    labels = np.array([r.malignant for r in dataset.records]).astype(bool)
     keys = {
         "source": lambda r: r.source,
         "sex": lambda r: r.sex or "unknown",
         "age_band": lambda r: age_band(r.age),
         "site": lambda r: r.site or "unknown",
+        "diagnosis": lambda r: r.diagnosis or "unknown",
     }
     out: dict[str, dict] = {}
     for name, key in keys.items():
         groups: dict[str, list[int]] = defaultdict(list)
         for i, record in enumerate(dataset.records):
             groups[key(record)].append(i)
-        out[name] = {
-            value: {
+        out[name] = {}
+        for value, idx in sorted(groups.items()):
+            row = {
                 "n": len(idx),
                 "positives": int(labels[idx].sum()),
                 "auc": roc_auc(labels[idx], scores[idx]),
             }
-            for value, idx in sorted(groups.items())
-        }
+            if threshold is not None:
+                flagged, truth = scores[idx] >= threshold, labels[idx]
+                row["sensitivity"] = float(flagged[truth].mean()) if truth.any() else None
+                row["specificity"] = float((~flagged[~truth]).mean()) if (~truth).any() else None
+            out[name][value] = row
     return out
 
 
 def full_report(dataset: Dataset, scores: np.ndarray, threshold: float) -> dict:
     labels = np.array([r.malignant for r in dataset.records])
     report = binary_metrics(labels, scores, threshold)
-    report["subgroups"] = subgroup_aucs(dataset, scores)
+    report["subgroups"] = subgroup_aucs(dataset, scores, threshold)
     report["reliability"] = reliability(labels, scores)
     return report
 
@@ -488,13 +495,21 @@ def model_card_markdown(card: dict) -> str:
         "",
         "![ROC](roc.png) ![Reliability](reliability.png)",
         "",
-        "## AUC per source and subgroup",
+        "## Per source and subgroup (sensitivity and specificity at the decision threshold)",
         "",
     ]
     for group, values in m["subgroups"].items():
-        lines += [f"### {group}", "", "| value | n | malignant | AUC |", "|---|---|---|---|"]
+        lines += [
+            f"### {group}",
+            "",
+            "| value | n | malignant | AUC | sensitivity | specificity |",
+            "|---|---|---|---|---|---|",
+        ]
         for value, row in values.items():
-            lines.append(f"| {value} | {row['n']} | {row['positives']} | {_fmt(row['auc'])} |")
+            lines.append(
+                f"| {value} | {row['n']} | {row['positives']} | {_fmt(row['auc'])} | "
+                f"{_fmt(row.get('sensitivity'))} | {_fmt(row.get('specificity'))} |"
+            )
         lines.append("")
     lines += [
         "## Training",

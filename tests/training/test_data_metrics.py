@@ -172,6 +172,28 @@ def test_too_few_positives_for_the_bound_flag_them_all_and_say_so():
         ev.choose_threshold(labels, np.zeros(5), 0.95, confidence=1.0)
 
 
+def test_reports_give_sensitivity_and_specificity_at_the_threshold_per_source_and_diagnosis(tmp_path):
+    dataset = load_dataset(write_dataset(tmp_path, bad=False))  # 40 images: odd ones mel, even ones nv
+    malignant = np.array([r.malignant for r in dataset.records])
+    scores = np.where(malignant == 1, 0.8, 0.2)
+    scores[1] = 0.1  # one missed melanoma in source gen-a (images 0-19)
+    scores[2] = 0.9  # one flagged naevus in gen-a
+    scores[24] = 0.9  # and one in gen-b
+    groups = ev.full_report(dataset, scores, threshold=0.5)["subgroups"]
+    assert groups["source"]["gen-a"] | {"auc": None} == {
+        "n": 20,
+        "positives": 10,
+        "auc": None,
+        "sensitivity": 0.9,
+        "specificity": 0.9,
+    }
+    assert (groups["source"]["gen-b"]["sensitivity"], groups["source"]["gen-b"]["specificity"]) == (1.0, 0.9)
+    assert groups["diagnosis"]["mel"]["sensitivity"] == pytest.approx(19 / 20)
+    assert groups["diagnosis"]["mel"]["specificity"] is None and groups["diagnosis"]["mel"]["auc"] is None
+    assert groups["diagnosis"]["nv"]["specificity"] == pytest.approx(18 / 20)
+    assert "sensitivity" not in ev.subgroup_aucs(dataset, scores)["source"]["gen-a"]
+
+
 def test_plots_are_written(tmp_path):
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 100)

@@ -370,7 +370,8 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     assert (rule["confidence"], rule["bound_met"]) == (0.95, False)
     assert rule["flagged"] == rule["positives"] == card["validation"]["positives"]
     assert "validate on more malignant cases" in (package / "model_card.md").read_text()
-    assert set(card["validation"]["subgroups"]) == {"source", "sex", "age_band", "site"}
+    assert set(card["validation"]["subgroups"]) == {"source", "sex", "age_band", "site", "diagnosis"}
+    assert {"sensitivity", "specificity"} <= set(card["validation"]["subgroups"]["diagnosis"]["mel"])
 
     assert main(["evaluate", "--data", str(csv_path), "--model", str(package), "--json"]) == 0
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
