@@ -1,21 +1,16 @@
 """scripts/threshold_rules.py: how often a threshold rule misses its target sensitivity on held-out patients."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "threshold_rules.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("threshold_rules", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("threshold_rules")
 
 
 def test_the_confident_rule_misses_the_target_on_held_out_halves_far_less_often(script, tmp_path, capsys):

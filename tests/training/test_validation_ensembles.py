@@ -1,20 +1,16 @@
 """scripts/validation_ensembles.py: the ensemble numbers in docs/training.md come from saved validation scores."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "validation_ensembles.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("validation_ensembles", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("validation_ensembles")
 
 
 def write_run(folder: Path, ids, labels, probability) -> Path:
