@@ -207,7 +207,7 @@ def _repackage(args) -> int:
         raise ValueError("--out must be a new folder: the package being re-thresholded stays as it is")
     if not args.version or args.version == manifest.version:
         raise ValueError(f"give the new package a new --version (the source is {manifest.version})")
-    members, training, tta = members_from_package(source)
+    members, training, tta = members_from_package(source, manifest)
     data = args.data or training.get("data")
     if not data:
         raise ValueError("--data is needed: the package does not say which CSV it was validated on")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.package import member_entry, write_manifest
+from inference.package import Manifest, member_entry, write_manifest
 from inference.preprocessing import ImageSpec
 from training import evaluate as ev
 from training.data import Split, load_dataset
@@ -159,11 +159,11 @@ def build_package(
     return card
 
 
-def members_from_package(model: str | Path) -> tuple[list[dict], dict, bool]:
-    """The members, training record and TTA setting of an existing package (folder, .zip or ``active``), in
-    the form ``build_package`` takes: to choose its threshold again (another target, another confidence, more
-    validation data) without retraining or re-exporting. The ONNX files are reused byte for byte."""
-    folder, manifest = ev.load_package(model)
+def members_from_package(folder: Path, manifest: Manifest) -> tuple[list[dict], dict, bool]:
+    """The members, training record and TTA setting of an existing package (as ``ev.load_package`` returns
+    it), in the form ``build_package`` takes: to choose its threshold again (another target, another
+    confidence, more validation data) without retraining or re-exporting. The ONNX files are reused byte for
+    byte."""
     card_path = folder / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.is_file() else {}
     described = {m.get("name"): m for m in card.get("members", [])}

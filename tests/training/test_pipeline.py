@@ -426,6 +426,12 @@ def test_package_refuses_an_impossible_threshold_rule_before_exporting(tmp_path,
     assert "--sensitivity-confidence must be in [0, 1)" in capsys.readouterr().err
     assert main([*args, "--target-sensitivity", "0"]) == 2
     assert "--target-sensitivity must be in (0, 1]" in capsys.readouterr().err
+    assert main([*args, "--from-package", str(tmp_path)]) == 2
+    assert "either --member NAME=RUN_DIR (repeatable) or --from-package" in capsys.readouterr().err
+    rethreshold = ["package", "--from-package", str(tmp_path / "nope"), "--out", str(tmp_path / "p")]
+    assert main([*rethreshold, "--version", "2"]) == 2
+    assert "is not a model package" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
 
 
 def test_register_command_rejects_a_broken_package(tmp_path, db, settings, capsys):
