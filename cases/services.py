@@ -29,7 +29,7 @@ from cases.models import (
 )
 from cases.selectors import can_review, can_submit, current_review
 from cases.uploads import CleanImage, clean_image
-from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Role, Sex, Site
+from cases.vocabulary import Diagnosis, Management, Priority, Role, Sex, Site
 
 logger = logging.getLogger(__name__)
 
@@ -359,33 +359,24 @@ class ImageResult:
     class_probabilities: dict[str, float] | None = None
 
 
-def risk_band_for(probability: float, bands: dict[str, float]) -> str:
-    """low below ``bands['medium']``, high at or above ``bands['high']``, medium in between."""
-    if probability >= bands["high"]:
-        return RiskBand.HIGH
-    if probability >= bands["medium"]:
-        return RiskBand.MEDIUM
-    return RiskBand.LOW
-
-
 @transaction.atomic
 def case_record_analysis(*, case_id: int, model_version, results: Sequence[ImageResult]) -> Case:
     """Store one prediction per image (idempotent per image and model version) and move the case on to
-    awaiting review with its maximum risk and band."""
+    awaiting review with its maximum risk and band. The bands come from ``model_version.risk_band``: the
+    rule lives with the model package, not here."""
     case = Case.objects.select_for_update().get(pk=case_id)
     if case.status != CaseStatus.ANALYSING:
         _check_transition(case, CaseStatus.AWAITING_REVIEW)
     image_ids = set(case.images.values_list("pk", flat=True))
     if {r.image_id for r in results} != image_ids:
         raise ValidationError("The analysis does not cover exactly the case's images.")
-    bands = model_version.manifest.get("risk_bands") or {"medium": model_version.threshold, "high": 0.8}
     for result in results:
         Prediction.objects.update_or_create(
             image_id=result.image_id,
             model_version=model_version,
             defaults={
                 "probability": float(result.probability),
-                "risk_band": risk_band_for(result.probability, bands),
+                "risk_band": model_version.risk_band(result.probability),
                 "member_probabilities": {k: float(v) for k, v in result.member_probabilities.items()},
                 "class_probabilities": {k: float(v) for k, v in (result.class_probabilities or {}).items()},
                 "latency_ms": float(result.latency_ms),
@@ -393,7 +384,7 @@ def case_record_analysis(*, case_id: int, model_version, results: Sequence[Image
         )
     risk = max(float(r.probability) for r in results)
     case.risk = risk
-    case.risk_band = risk_band_for(risk, bands)
+    case.risk_band = model_version.risk_band(risk)
     case.model_version = model_version
     case.analysed_at = timezone.now()
     case.failure_reason = ""

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from inference.package import risk_band, risk_bands_of
+
 
 class ModelStatus(models.TextChoices):
     CANDIDATE = "candidate", "Candidate"
@@ -46,3 +48,12 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
+
+    @property
+    def risk_bands(self) -> dict[str, float]:
+        """The probability bounds of the medium and high risk bands (``inference.package`` holds the rule)."""
+        return risk_bands_of(self.manifest, self.threshold)
+
+    def risk_band(self, probability: float) -> str:
+        """``low``, ``medium`` or ``high`` for an ensemble probability of this version."""
+        return risk_band(probability, self.risk_bands)

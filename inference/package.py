@@ -170,6 +170,30 @@ def _parse_metadata(data: Any) -> MetadataSpec:
     return spec
 
 
+# The risk-band rule. Its one home: the registry, the worker and the API all read bands through these.
+HIGH_RISK_FLOOR = 0.8
+
+
+def default_risk_bands(threshold: float) -> dict[str, float]:
+    """Bands of a manifest that names none: medium from the decision threshold, high from 0.8 (or the
+    threshold when that is higher, so that medium never lies above high)."""
+    return {"medium": threshold, "high": max(threshold, HIGH_RISK_FLOOR)}
+
+
+def risk_bands_of(manifest: dict[str, Any], threshold: float) -> dict[str, float]:
+    """The bands a stored manifest declares, else the default bands for ``threshold``."""
+    return manifest.get("risk_bands") or default_risk_bands(threshold)
+
+
+def risk_band(probability: float, bands: dict[str, float]) -> str:
+    """``low`` below ``bands['medium']``, ``high`` at or above ``bands['high']``, ``medium`` in between."""
+    if probability >= bands["high"]:
+        return "high"
+    if probability >= bands["medium"]:
+        return "medium"
+    return "low"
+
+
 def parse_manifest(data: Any) -> Manifest:
     """Validate a manifest (as loaded from JSON) and return it typed. Raises :class:`PackageError`."""
     if not isinstance(data, dict):
@@ -215,7 +239,7 @@ def parse_manifest(data: Any) -> Manifest:
     threshold = _unit(data.get("threshold"), "manifest: threshold")
     bands = data.get("risk_bands")
     if bands is None:
-        bands = {"medium": threshold, "high": max(threshold, 0.8)}
+        bands = default_risk_bands(threshold)
     if not isinstance(bands, dict) or set(bands) != {"medium", "high"}:
         raise PackageError("manifest: risk_bands must be an object with exactly 'medium' and 'high'")
     risk_bands = {k: _unit(v, f"manifest: risk_bands.{k}") for k, v in bands.items()}

@@ -133,3 +133,22 @@ def test_the_shipped_threshold_keeps_the_sensitivity_it_was_chosen_for(tmp_path)
     assert manifest.threshold <= threshold and threshold - manifest.threshold < 1e-6
     assert (scores[labels == 1] >= manifest.threshold).mean() >= 0.95
     assert manifest.risk_bands["medium"] == manifest.threshold
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.8, 0.9])
+def test_a_manifest_without_bands_gets_the_same_bands_at_registration_and_at_analysis(
+    manifest_data, threshold
+):
+    from inference.models import ModelVersion
+
+    manifest_data.pop("risk_bands")
+    manifest_data["threshold"] = threshold
+    parsed = parse_manifest(copy.deepcopy(manifest_data))
+    stored = ModelVersion(manifest=manifest_data, threshold=threshold)  # a row whose manifest names no bands
+    assert parsed.risk_bands == stored.risk_bands
+    assert stored.risk_bands["medium"] <= stored.risk_bands["high"]
+    assert [stored.risk_band(p) for p in (0.0, threshold, 0.99)] == [
+        "low" if threshold > 0 else "medium",
+        "high" if threshold >= 0.8 else "medium",
+        "high",
+    ]
