@@ -8,10 +8,33 @@ from cases.models import AuditEvent, Organization
 from teleder.context import current_ip_address, current_request_id
 
 
+class AuditAction(models.TextChoices):
+    """Every kind of audit event. ``audit_record`` takes one of these, never a free string
+    (tests/test_architecture.py checks every call)."""
+
+    ORGANIZATION_CREATE = "organization.create"
+    USER_CREATE = "user.create"
+    API_LOGIN = "api.login"
+    API_LOGOUT = "api.logout"
+    PATIENT_CREATE = "patient.create"
+    LESION_CREATE = "lesion.create"
+    CASE_CREATE = "case.create"
+    CASE_ADD_IMAGES = "case.add_images"
+    CASE_STATUS = "case.status"
+    CASE_VIEW = "case.view"
+    IMAGE_VIEW = "image.view"
+    REVIEW_CREATE = "review.create"
+    REPORT_CREATE = "report.create"
+    REPORT_DOWNLOAD = "report.download"
+    MODEL_REGISTER = "model.register"
+    MODEL_ACTIVATE = "model.activate"
+    AUDIT_EXPORT = "audit.export"
+
+
 def audit_record(
     *,
     actor: Any,
-    action: str,
+    action: AuditAction,
     obj: models.Model,
     organization: Organization | None = None,
     **details: Any,

@@ -14,7 +14,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 
-from cases.audit import audit_record
+from cases.audit import AuditAction, audit_record
 from cases.models import AuditEvent, User
 from cases.selectors import audit_events
 
@@ -81,7 +81,7 @@ def audit_export(request: HttpRequest) -> HttpResponse:
         return HttpResponse(" ".join(exc.messages), status=400, content_type="text/plain; charset=utf-8")
     audit_record(
         actor=user,
-        action="audit.export",
+        action=AuditAction.AUDIT_EXPORT,
         obj=user,
         rows=events.count(),
         filters={key: value for key, value in filters.items() if value},

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from cases.audit import audit_record
+from cases.audit import AuditAction, audit_record
 from cases.models import User
 from inference import runtime
 from inference.models import ModelStatus, ModelVersion
@@ -120,7 +120,7 @@ def model_register(path: str | Path, *, actor: User | None = None) -> ModelVersi
             version.save()
             audit_record(
                 actor=actor,
-                action="model.register",
+                action=AuditAction.MODEL_REGISTER,
                 obj=version,
                 name=manifest.name,
                 version=manifest.version,
@@ -161,7 +161,7 @@ def model_activate(*, name: str, version: str, actor: User | None = None) -> Mod
         target.save(update_fields=["status", "activated_at"])
         audit_record(
             actor=actor,
-            action="model.activate",
+            action=AuditAction.MODEL_ACTIVATE,
             obj=target,
             name=target.name,
             version=target.version,

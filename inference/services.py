@@ -1,5 +1,7 @@
 """Analysis of one case and the sweeper that makes sure no case is lost. Celery tasks call these.
 
+The cases are reached through their declared interface only (``cases.services.analysis``).
+
 ``case_analyse``: claim the case, read its stored images, run the active ensemble on all of them as one
 batch and record the results. Permanent problems (no active model, an unreadable or missing image, a model
 that fails or returns something that is not a probability) move the case to failed with a reason a person can
@@ -11,22 +13,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Q
 from django.utils import timezone
 
-from cases.models import Case, CaseStatus, LesionImage, Report
-from cases.selectors import current_review
-from cases.services import (
+from cases.services.analysis import (
     IllegalTransition,
     ImageResult,
     case_claim_for_analysis,
     case_fail,
     case_record_analysis,
+    cases_stuck_in_analysis,
     enqueue_analysis,
-    enqueue_report,
 )
 from inference.package import PackageError
 from inference.preprocessing import PreprocessingError, load_image
@@ -51,7 +51,7 @@ class TransientAnalysisError(Exception):
     """Something outside the case failed (storage unreachable): retry later, do not fail the case."""
 
 
-def analysis_fail(case_id: int, reason: str) -> Case | None:
+def analysis_fail(case_id: int, reason: str) -> Any:
     """Fail the case with ``reason`` unless another run has already moved it on."""
     try:
         return case_fail(case_id=case_id, reason=reason)
@@ -64,7 +64,7 @@ def _test_delay() -> None:
         time.sleep(float(os.environ[TEST_DELAY_ENV]))
 
 
-def _read_image(image: LesionImage) -> bytes:
+def _read_image(image: Any) -> bytes:
     try:
         with image.file.open("rb") as handle:
             return handle.read()
@@ -74,7 +74,7 @@ def _read_image(image: LesionImage) -> bytes:
         raise TransientAnalysisError(f"image {image.pk} could not be read from storage: {exc}") from exc
 
 
-def case_analyse(*, case_id: int) -> Case | None:
+def case_analyse(*, case_id: int) -> Any:
     """Analyse one case; return it (awaiting review or failed), or None if there was nothing to do."""
     case = case_claim_for_analysis(case_id=case_id)
     if case is None:
@@ -138,29 +138,23 @@ def case_analyse(*, case_id: int) -> Case | None:
 @dataclass
 class SweepResult:
     analyses_enqueued: list[int] = field(default_factory=list)
-    reports_enqueued: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
 
 
 def cases_sweep_stuck(*, now: datetime | None = None) -> SweepResult:
-    """Re-enqueue work whose broker message may have been lost.
+    """Re-enqueue analyses whose broker message may have been lost.
 
     Cases submitted or analysing with no progress and no publish for ``TELEDER_STUCK_AFTER_S`` are published
     again (or failed after ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` claims, so that an image that kills the worker
-    cannot loop for ever); reviewed cases whose current review has no report get the report task again.
+    cannot loop for ever). Reports lost the same way are the reports area's sweep
+    (``cases.reports.tasks.sweep_missing_reports``).
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.TELEDER_STUCK_AFTER_S)
     max_attempts = settings.TELEDER_MAX_ANALYSIS_ATTEMPTS
     result = SweepResult()
-    stuck = (
-        Case.objects.filter(status__in=[CaseStatus.SUBMITTED, CaseStatus.ANALYSING], updated_at__lt=cutoff)
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff))
-        .order_by("created_at")
-        .values_list("pk", "status", "analysis_attempts")
-    )
-    for case_id, status, attempts in stuck:
-        if status == CaseStatus.ANALYSING and attempts >= max_attempts:
+    for case_id, analysing, attempts in cases_stuck_in_analysis(cutoff=cutoff):
+        if analysing and attempts >= max_attempts:
             reason = (
                 f"The analysis did not finish in {attempts} attempts (the worker was lost or timed out each time). "
                 "An administrator can retry the case."
@@ -170,20 +164,6 @@ def cases_sweep_stuck(*, now: datetime | None = None) -> SweepResult:
             continue
         if enqueue_analysis(case_id):
             result.analyses_enqueued.append(case_id)
-    reviewed = Case.objects.filter(status=CaseStatus.REVIEWED, updated_at__lt=cutoff).order_by("updated_at")
-    for case in reviewed:
-        review = current_review(case)
-        if (
-            review is not None
-            and not Report.objects.filter(review=review).exists()
-            and enqueue_report(review.pk)
-        ):
-            result.reports_enqueued.append(case.pk)
-    if result.analyses_enqueued or result.reports_enqueued or result.failed:
-        logger.warning(
-            "sweeper: re-enqueued analyses %s, reports for cases %s; failed %s",
-            result.analyses_enqueued,
-            result.reports_enqueued,
-            result.failed,
-        )
+    if result.analyses_enqueued or result.failed:
+        logger.warning("sweeper: re-enqueued analyses %s; failed %s", result.analyses_enqueued, result.failed)
     return result

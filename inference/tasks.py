@@ -73,11 +73,7 @@ def analyse_case(self, case_id: int) -> str:
 def sweep_stuck_cases() -> dict:
     """Periodic (Celery beat) and at worker start: re-enqueue cases whose message may have been lost."""
     result = services.cases_sweep_stuck()
-    return {
-        "analyses_enqueued": result.analyses_enqueued,
-        "reports_enqueued": result.reports_enqueued,
-        "failed": result.failed,
-    }
+    return {"analyses_enqueued": result.analyses_enqueued, "failed": result.failed}
 
 
 @worker_ready.connect

@@ -237,6 +237,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inference.tasks.sweep_stuck_cases",
         "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "60")),
     },
+    "sweep-missing-reports": {
+        "task": "cases.reports.tasks.sweep_missing_reports",
+        "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "60")),
+    },
 }
 
 # Inference.

@@ -22,7 +22,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
-from cases.audit import audit_record
+from cases.audit import AuditAction, audit_record
 from cases.models import User
 
 SESSION_CLAIM = "rjti"
@@ -68,7 +68,7 @@ def token_login(*, request: HttpRequest, username: str, password: str) -> TokenP
         raise exceptions.AuthenticationFailed("Wrong username or password.", code="invalid_credentials")
     pair = issue_tokens(user)
     User.objects.filter(pk=user.pk).update(last_login=timezone.now())
-    audit_record(actor=user, action="api.login", obj=user)
+    audit_record(actor=user, action=AuditAction.API_LOGIN, obj=user)
     return pair
 
 
@@ -117,7 +117,7 @@ def token_logout(*, user: User, refresh: str = "", all_devices: bool = False) ->
     for outstanding in tokens:
         BlacklistedToken.objects.get_or_create(token=outstanding)
         revoked += 1
-    audit_record(actor=user, action="api.logout", obj=user, sessions=revoked)
+    audit_record(actor=user, action=AuditAction.API_LOGOUT, obj=user, sessions=revoked)
     return revoked
 
 

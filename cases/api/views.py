@@ -26,7 +26,7 @@ from cases.api.errors import PayloadTooLarge
 from cases.api.permissions import IsPlatformAdminOrReadOnly, IsReviewer
 from cases.api.schema import ApiAutoSchema
 from cases.api.throttling import ApiUserThrottle, LoginThrottle, UploadThrottle
-from cases.audit import audit_record
+from cases.audit import AuditAction, audit_record
 from cases.models import Case, CaseStatus, LesionImage, User
 from cases.vocabulary import Role
 from inference.models import ModelVersion
@@ -524,7 +524,7 @@ class CaseDetailView(ApiView):
     )
     def get(self, request: Request, pk: int) -> Response:
         case = selectors.case_detail(request.user, pk)
-        audit_record(actor=request.user, action="case.view", obj=case, via="api")
+        audit_record(actor=request.user, action=AuditAction.CASE_VIEW, obj=case, via="api")
         return Response(s.CaseDetailSerializer(case, context={"request": request}).data)
 
 

@@ -1,5 +1,6 @@
 """Writes of the reports area: generate (render, sign, store once) and download (with the audit trail)."""
 
+import datetime as dt
 import hashlib
 import io
 import logging
@@ -14,12 +15,13 @@ from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils import timezone
 
-from cases.audit import audit_record
+from cases.audit import AuditAction, audit_record
 from cases.models import Case, CaseStatus, Prediction, Report, Review, User
 from cases.reports import render, signing
 from cases.reports.verify import VALID, check_signature
-from cases.selectors import report_get
+from cases.selectors import current_review, report_get
 from cases.services import IllegalTransition, case_mark_reported
+from cases.services.queue import enqueue_report
 from teleder.storage import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -175,7 +177,7 @@ def report_generate(*, review_id: int) -> Report:
             raise
         audit_record(
             actor=None,
-            action="report.create",
+            action=AuditAction.REPORT_CREATE,
             obj=report,
             organization=case.organization,
             case=case.pk,
@@ -209,9 +211,28 @@ def report_download(*, actor: User, uid: str | uuid.UUID) -> ReportDownload:
         raise ReportIntegrityError(f"The stored file of report {report.uid} failed its integrity check.")
     audit_record(
         actor=actor,
-        action="report.download",
+        action=AuditAction.REPORT_DOWNLOAD,
         obj=report,
         organization=report.case.organization,
         case=report.case_id,
     )
     return ReportDownload(report=report, content=content, filename=f"teleder-report-{report.uid}.pdf")
+
+
+def reports_sweep_missing(*, now: dt.datetime | None = None) -> list[int]:
+    """Publish the report task again for reviewed cases whose current review has no report after
+    ``TELEDER_STUCK_AFTER_S`` (a lost broker message, a worker that died); returns their case ids."""
+    now = now or timezone.now()
+    cutoff = now - dt.timedelta(seconds=settings.TELEDER_STUCK_AFTER_S)
+    enqueued = []
+    for case in Case.objects.filter(status=CaseStatus.REVIEWED, updated_at__lt=cutoff).order_by("updated_at"):
+        review = current_review(case)
+        if (
+            review is not None
+            and not Report.objects.filter(review=review).exists()
+            and enqueue_report(review.pk)
+        ):
+            enqueued.append(case.pk)
+    if enqueued:
+        logger.warning("sweeper: re-enqueued reports for cases %s", enqueued)
+    return enqueued

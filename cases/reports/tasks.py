@@ -1,14 +1,16 @@
 """The report task (queue ``default``). Thin: it calls ``report_generate`` and decides only about retrying.
 
 Every failed attempt is written to ``Case.report_error`` so that administrators see it on the failed-work
-pages; the case stays reviewed until a report is stored (the inference sweeper enqueues it again later).
+pages; the case stays reviewed until a report is stored (``sweep_missing_reports`` enqueues it again later).
 """
 
 import logging
 import random
 
 from celery import shared_task
+from celery.signals import worker_ready
 from django.core.exceptions import ValidationError
+from django.db import connections
 
 from cases.models import Review
 from cases.reports import services
@@ -69,3 +71,22 @@ def generate_report(self, review_id: int) -> str | None:
         logger.warning("report of review %s failed, retrying: %s", review_id, _describe(exc))
         raise self.retry(exc=exc, countdown=retry_delay_s(self.request.retries)) from exc
     return str(report.uid)
+
+
+@shared_task(
+    name="cases.reports.tasks.sweep_missing_reports", ignore_result=True, soft_time_limit=120, time_limit=150
+)
+def sweep_missing_reports() -> dict:
+    """Periodic (Celery beat) and at worker start: re-enqueue reports whose message may have been lost."""
+    return {"reports_enqueued": services.reports_sweep_missing()}
+
+
+@worker_ready.connect
+def _sweep_when_worker_starts(**_: object) -> None:
+    # A worker that starts after a crash or a broker restart picks up lost reports without waiting for beat.
+    try:
+        sweep_missing_reports()
+    except Exception:  # noqa: BLE001 - a failed sweep must not stop the worker; beat sweeps again later
+        logger.exception("start-up report sweep failed")
+    finally:
+        connections.close_all()

@@ -11,7 +11,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods
 
 from cases import selectors, services
-from cases.audit import audit_record
+from cases.audit import AuditAction, audit_record
 from cases.forms import CaseForm, PatientForm, PatientSearchForm, StagedImages, add_service_errors
 from cases.models import CaseStatus
 from cases.views.common import case_context, case_payload, paginate, role_required
@@ -238,7 +238,7 @@ def case_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
     case = selectors.case_detail(request.user, case_id)
-    audit_record(actor=request.user, action="case.view", obj=case)
+    audit_record(actor=request.user, action=AuditAction.CASE_VIEW, obj=case)
     context = case_context(case)
     context["can_review"] = selectors.can_review(request.user, case)
     return render(request, "cases/case_detail.html", context)
@@ -266,7 +266,11 @@ def case_image(request: HttpRequest, case_id: int, image_id: int) -> FileRespons
     if image is None:
         raise Http404("No such image.")
     audit_record(
-        actor=request.user, action="image.view", obj=image, organization=case.organization, case=case.pk
+        actor=request.user,
+        action=AuditAction.IMAGE_VIEW,
+        obj=image,
+        organization=case.organization,
+        case=case.pk,
     )
     response = FileResponse(image.file.open("rb"), content_type=image.content_type)
     response["Cache-Control"] = "private, max-age=3600"

@@ -9,7 +9,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
 from cases import selectors, services
-from cases.audit import audit_record
+from cases.audit import AuditAction, audit_record
 from cases.forms import QueueFilterForm, ReviewForm, add_service_errors
 from cases.models import CaseStatus
 from cases.views.common import case_context, image_rows, paginate, role_required
@@ -86,7 +86,7 @@ def review_case(request: HttpRequest, case_id: int) -> HttpResponse:
                 messages.success(request, f"Review of case {case.pk} signed. The report is being generated.")
                 return redirect("review_queue")
     else:
-        audit_record(actor=request.user, action="case.view", obj=case, page="review")
+        audit_record(actor=request.user, action=AuditAction.CASE_VIEW, obj=case, page="review")
     history = [
         {"case": earlier, "images": image_rows(selectors.case_detail(request.user, earlier.pk))}
         for earlier in selectors.lesion_history(request.user, case)[:4]

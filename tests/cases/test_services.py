@@ -116,3 +116,26 @@ def test_uploaded_image_loses_its_exif(make_case):
     stored = sub.case.images.get()
     with stored.file.open("rb") as fh, Image.open(fh) as img:
         assert not img.getexif()
+
+
+def test_a_claim_is_a_conditional_update_and_loses_to_a_worker_that_claimed_first(make_case):
+    from django.db import connection
+
+    case = make_case(1)
+    raced = []
+
+    def another_worker_claims_after_the_read(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not raced and sql.lstrip().upper().startswith("SELECT") and "cases_case" in sql:
+            raced.append(sql)
+            Case.objects.filter(pk=case.pk).update(status=CaseStatus.ANALYSING, analysis_attempts=1)
+        return result
+
+    with connection.execute_wrapper(another_worker_claims_after_the_read):
+        assert services.case_claim_for_analysis(case_id=case.pk) is None
+    assert raced
+    case.refresh_from_db()
+    assert case.analysis_attempts == 1  # only the other worker's claim counted
+    # A later delivery of the message (the other worker died) claims the case again.
+    assert services.case_claim_for_analysis(case_id=case.pk).analysis_attempts == 2
+    assert services.case_claim_for_analysis(case_id=case.pk).analysis_attempts == 3

@@ -183,7 +183,10 @@ def test_the_sweeper_re_enqueues_a_report_that_was_never_made(make_case, dermato
         actor=dermatologist, case=case, diagnosis="nv", malignant=False, management="reassure"
     )
     Case.objects.filter(pk=case.pk).update(updated_at=timezone.now() - timezone.timedelta(hours=1))
-    assert cases_sweep_stuck().reports_enqueued == [case.pk]
+    from cases.reports.services import reports_sweep_missing
+
+    assert cases_sweep_stuck().analyses_enqueued == []
+    assert reports_sweep_missing() == [case.pk]
     assert queued("default") == 1
 
 

@@ -1,0 +1,156 @@
+"""The declared interface between the cases and the AI: what an inference worker may do to a case.
+
+``inference`` sits above ``cases`` and reaches it through this module only: claim a case, record its
+results (one prediction per image, the case's risk and band) or fail it with a reason, and find work that a
+lost broker message left behind. ``cases`` in turn knows the worker only by the task name it enqueues
+(``cases.services.queue``). The risk-band rule is the model version's (``model_version.risk_band``).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple, Protocol
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from cases.audit import AuditAction, audit_record
+from cases.models import Case, CaseStatus, Prediction
+from cases.services.base import IllegalTransition, _check_transition, _transition
+from cases.services.queue import enqueue_analysis
+
+__all__ = [
+    "AnalysingModel",
+    "IllegalTransition",
+    "ImageResult",
+    "StuckCase",
+    "case_claim_for_analysis",
+    "case_fail",
+    "case_record_analysis",
+    "cases_stuck_in_analysis",
+    "enqueue_analysis",
+]
+
+CLAIMABLE = (CaseStatus.SUBMITTED, CaseStatus.ANALYSING)
+
+
+class AnalysingModel(Protocol):
+    """What recording needs of the model version that produced a result (``inference.models.ModelVersion``)."""
+
+    pk: int
+    threshold: float
+
+    def risk_band(self, probability: float) -> str: ...
+
+
+def case_claim_for_analysis(*, case_id: int) -> Case | None:
+    """Move a submitted (or stuck analysing) case to analysing; None if there is nothing to analyse.
+
+    The claim is a conditional UPDATE on the status and attempt count that were read: when it changes no
+    row, another worker claimed the case in between, and this one leaves it alone. No lock is held while
+    the images are analysed.
+    """
+    case = Case.objects.filter(pk=case_id).first()
+    if case is None or case.status not in CLAIMABLE:
+        return None
+    previous, attempts, now = case.status, case.analysis_attempts, timezone.now()
+    with transaction.atomic():
+        claimed = Case.objects.filter(pk=case_id, status=previous, analysis_attempts=attempts).update(
+            status=CaseStatus.ANALYSING,
+            analysis_attempts=F("analysis_attempts") + 1,
+            analysis_started_at=now,
+            updated_at=now,
+        )
+        if not claimed:
+            return None
+        case.status, case.analysis_attempts = CaseStatus.ANALYSING, attempts + 1
+        case.analysis_started_at = case.updated_at = now
+        if previous != CaseStatus.ANALYSING:
+            audit_record(
+                actor=None, action=AuditAction.CASE_STATUS, obj=case, **{"from": previous, "to": case.status}
+            )
+    return case
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    image_id: int
+    probability: float
+    member_probabilities: dict[str, float]
+    latency_ms: float
+    class_probabilities: dict[str, float] | None = None
+
+
+@transaction.atomic
+def case_record_analysis(
+    *, case_id: int, model_version: AnalysingModel, results: Sequence[ImageResult]
+) -> Case:
+    """Store one prediction per image (idempotent per image and model version) and move the case on to
+    awaiting review with its maximum risk and band. The bands come from ``model_version.risk_band``: the
+    rule lives with the model package, not here."""
+    case = Case.objects.select_for_update().get(pk=case_id)
+    if case.status != CaseStatus.ANALYSING:
+        _check_transition(case, CaseStatus.AWAITING_REVIEW)
+    image_ids = set(case.images.values_list("pk", flat=True))
+    if {r.image_id for r in results} != image_ids:
+        raise ValidationError("The analysis does not cover exactly the case's images.")
+    for result in results:
+        Prediction.objects.update_or_create(
+            image_id=result.image_id,
+            model_version=model_version,
+            defaults={
+                "probability": float(result.probability),
+                "risk_band": model_version.risk_band(result.probability),
+                "member_probabilities": {k: float(v) for k, v in result.member_probabilities.items()},
+                "class_probabilities": {k: float(v) for k, v in (result.class_probabilities or {}).items()},
+                "latency_ms": float(result.latency_ms),
+            },
+        )
+    risk = max(float(r.probability) for r in results)
+    case.risk = risk
+    case.risk_band = model_version.risk_band(risk)
+    case.model_version = model_version
+    case.analysed_at = timezone.now()
+    case.failure_reason = ""
+    _transition(
+        case,
+        CaseStatus.AWAITING_REVIEW,
+        actor=None,
+        update_fields=["risk", "risk_band", "model_version", "analysed_at", "failure_reason"],
+        model=str(model_version),
+        risk=round(risk, 4),
+    )
+    return case
+
+
+@transaction.atomic
+def case_fail(*, case_id: int, reason: str) -> Case:
+    """Move a case to failed with a reason a person can act on."""
+    case = Case.objects.select_for_update().get(pk=case_id)
+    if case.status == CaseStatus.FAILED:
+        return case
+    case.failure_reason = reason.strip()[:2000] or "Analysis failed."
+    _transition(
+        case, CaseStatus.FAILED, actor=None, update_fields=["failure_reason"], reason=case.failure_reason
+    )
+    return case
+
+
+class StuckCase(NamedTuple):
+    case_id: int
+    analysing: bool  # claimed by a worker that never finished (else: submitted, message lost)
+    attempts: int
+
+
+def cases_stuck_in_analysis(*, cutoff: datetime) -> list[StuckCase]:
+    """Cases submitted or analysing with no progress and no publish since ``cutoff``, oldest first: the work
+    a lost broker message or a dead worker left behind."""
+    rows = (
+        Case.objects.filter(status__in=CLAIMABLE, updated_at__lt=cutoff)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff))
+        .order_by("created_at")
+        .values_list("pk", "status", "analysis_attempts")
+    )
+    return [StuckCase(pk, status == CaseStatus.ANALYSING, attempts) for pk, status, attempts in rows]
