@@ -6,12 +6,12 @@ import random
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 from kombu.exceptions import OperationalError as BrokerError
 
-from inference import services
+from inference import heartbeat, services
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,18 @@ def sweep_stuck_cases() -> dict:
     """Periodic (Celery beat) and at worker start: re-enqueue cases whose message may have been lost."""
     result = services.cases_sweep_stuck()
     return {"analyses_enqueued": result.analyses_enqueued, "failed": result.failed}
+
+
+@worker_ready.connect
+def _start_heartbeat(sender=None, **_: object) -> None:
+    # First of the start-up hooks: /readyz sees the worker while the sweeps run.
+    queues = list(sender.app.amqp.queues.consume_from) if sender is not None else []
+    heartbeat.start(sender.hostname, queues)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(sender=None, **_: object) -> None:
+    heartbeat.stop(getattr(sender, "hostname", None) or "")
 
 
 @worker_ready.connect

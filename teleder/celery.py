@@ -8,8 +8,6 @@ from celery.signals import (
     setup_logging,
     task_postrun,
     task_prerun,
-    worker_ready,
-    worker_shutdown,
 )
 
 # Must be set before the app is created so that `delay_on_commit` sees Django's settings.
@@ -38,8 +36,8 @@ def _adopt_request_id(task=None, **_: object) -> None:
     set_request_context(request_id=request_id, ip_address=None)
 
 
-# Operations: worker heartbeats (inference/heartbeat.py) and logging through Django's LOGGING (JSON lines
-# with request ids) instead of Celery's own root-logger setup.
+# Operations: worker heartbeats (inference/heartbeat.py, started and stopped by inference/tasks.py) and
+# logging through Django's LOGGING (JSON lines with request ids) instead of Celery's own root-logger setup.
 app.autodiscover_tasks(["inference"], related_name="heartbeat")
 
 
@@ -58,18 +56,3 @@ def _forget_request_id(**_: object) -> None:
     from teleder.context import set_request_context
 
     set_request_context(request_id=None, ip_address=None)
-
-
-@worker_ready.connect
-def _start_heartbeat(sender=None, **_: object) -> None:
-    from inference import heartbeat
-
-    queues = list(sender.app.amqp.queues.consume_from) if sender is not None else []
-    heartbeat.start(sender.hostname, queues)
-
-
-@worker_shutdown.connect
-def _stop_heartbeat(sender=None, **_: object) -> None:
-    from inference import heartbeat
-
-    heartbeat.stop(getattr(sender, "hostname", None) or "")

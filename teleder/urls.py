@@ -1,16 +1,22 @@
-"""URL wiring only: each area owns its own urls module."""
+"""URL wiring only: each area owns its own urls module; the API's ``api`` namespace joins the cases' and the
+inference app's v1 endpoints."""
 
 from django.contrib import admin
 from django.urls import include, path
 
+from cases.api import urls as cases_api
 from cases.audit_export import audit_export
+from inference import urls as inference_urls
+
+api = [path("v1/", include([*cases_api.v1, *inference_urls.api_v1])), *cases_api.schema]
 
 urlpatterns = [
     path("admin/audit/export.csv", audit_export, name="audit_export"),
     path("admin/", admin.site.urls),
-    path("api/", include("cases.api.urls")),
+    path("api/", include((api, "api"))),
     path("reports/", include("cases.reports.urls")),
     path("", include("teleder.health")),
+    path("", include("inference.urls")),
     path("", include("cases.urls")),
 ]
 

@@ -3,7 +3,6 @@
 
 from django.conf import settings
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from cases.models import (
@@ -18,7 +17,6 @@ from cases.models import (
     Review,
 )
 from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Role, Sex, Site
-from inference.models import ModelStatus, ModelVersion
 
 MAX_ID = 10**18 - 1  # ids fit a signed 64-bit integer on every database (and the URL converter)
 
@@ -154,50 +152,12 @@ class LesionFilterSerializer(serializers.Serializer):
 # Model versions ------------------------------------------------------------------------------------------
 
 
-class ModelVersionBriefSerializer(serializers.ModelSerializer):
-    class Meta:
-        model = ModelVersion
-        fields = ["id", "name", "version"]
-        read_only_fields = fields
+class ModelVersionBriefSerializer(serializers.Serializer):
+    """Which model version produced a result (the inference app serves the full version)."""
 
-
-class ModelVersionSerializer(serializers.ModelSerializer):
-    status = serializers.ChoiceField(choices=ModelStatus.choices, read_only=True)
-    class_names = serializers.SerializerMethodField()
-    members = serializers.SerializerMethodField()
-    risk_bands = serializers.SerializerMethodField()
-
-    class Meta:
-        model = ModelVersion
-        fields = [
-            "id",
-            "name",
-            "version",
-            "task",
-            "status",
-            "threshold",
-            "risk_bands",
-            "class_names",
-            "members",
-            "metrics",
-            "model_card",
-            "created_at",
-            "activated_at",
-        ]
-        read_only_fields = fields
-
-    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
-    def get_class_names(self, obj: ModelVersion) -> list[str]:
-        return [str(name) for name in obj.manifest.get("class_names") or []]
-
-    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
-    def get_members(self, obj: ModelVersion) -> list[str]:
-        return [str(m.get("name", "")) for m in obj.manifest.get("members") or [] if isinstance(m, dict)]
-
-    @extend_schema_field(serializers.DictField(child=serializers.FloatField()))
-    def get_risk_bands(self, obj: ModelVersion) -> dict[str, float]:
-        bands = obj.manifest.get("risk_bands") or {}
-        return {str(k): float(v) for k, v in bands.items() if isinstance(v, int | float)}
+    id = serializers.IntegerField(read_only=True)
+    name = serializers.CharField(read_only=True, max_length=100)
+    version = serializers.CharField(read_only=True, max_length=50)
 
 
 # Cases ---------------------------------------------------------------------------------------------------

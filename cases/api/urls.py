@@ -1,11 +1,11 @@
-"""The REST API: v1 under /api/v1/, the OpenAPI 3 schema at /api/schema/ and Swagger UI at /api/docs/."""
+"""The REST API of the cases: v1 under /api/v1/, the OpenAPI 3 schema at /api/schema/ and Swagger UI at
+/api/docs/. ``teleder/urls.py`` joins these and the inference app's endpoints (``inference.urls.api_v1``) in
+one ``api`` namespace."""
 
-from django.urls import include, path, register_converter
+from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from cases.api import views
-
-app_name = "api"
 
 
 class IdConverter:
@@ -41,17 +41,9 @@ v1 = [
     path("reports/verify/", views.ReportVerifyView.as_view(), name="report-verify"),
     path("reports/<uuid:uid>/", views.ReportDetailView.as_view(), name="report-detail"),
     path("reports/<uuid:uid>/download/", views.ReportDownloadView.as_view(), name="report-download"),
-    path("model-versions/", views.ModelVersionListView.as_view(), name="model-version-list"),
-    path("model-versions/<id:pk>/", views.ModelVersionDetailView.as_view(), name="model-version-detail"),
-    path(
-        "model-versions/<id:pk>/activate/",
-        views.ModelVersionActivateView.as_view(),
-        name="model-version-activate",
-    ),
 ]
 
-urlpatterns = [
-    path("v1/", include(v1)),
+schema = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -23,13 +23,12 @@ from cases import selectors, services
 from cases.api import serializers as s
 from cases.api.authentication import SessionJWTAuthentication, token_login, token_logout, token_refresh
 from cases.api.errors import PayloadTooLarge
-from cases.api.permissions import IsPlatformAdminOrReadOnly, IsReviewer
+from cases.api.permissions import IsReviewer
 from cases.api.schema import ApiAutoSchema
 from cases.api.throttling import ApiUserThrottle, LoginThrottle, UploadThrottle
 from cases.audit import AuditAction, audit_record
 from cases.models import Case, CaseStatus, LesionImage, User
 from cases.vocabulary import Role
-from inference.models import ModelVersion
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:")
@@ -694,48 +693,3 @@ class ReportVerifyView(ApiView):
         if result.status in verify.INPUT_PROBLEMS:
             raise s.serializers.ValidationError({"file": [result.message]}, code=result.status)
         return Response(s.VerificationSerializer(result.as_dict()).data)
-
-
-# Model versions -----------------------------------------------------------------------------------------
-
-
-class ModelVersionListView(ApiView):
-    permission_classes = [IsPlatformAdminOrReadOnly]
-
-    @extend_schema(
-        tags=["models"], summary="Registered model versions", responses=s.ModelVersionSerializer(many=True)
-    )
-    def get(self, request: Request) -> Response:
-        return self.page(ModelVersion.objects.order_by("-created_at", "-pk"), s.ModelVersionSerializer)
-
-
-class ModelVersionDetailView(ApiView):
-    permission_classes = [IsPlatformAdminOrReadOnly]
-
-    @extend_schema(tags=["models"], summary="One model version", responses=s.ModelVersionSerializer)
-    def get(self, request: Request, pk: int) -> Response:
-        return Response(s.ModelVersionSerializer(_model_version(pk)).data)
-
-
-class ModelVersionActivateView(ApiView):
-    permission_classes = [IsPlatformAdminOrReadOnly]
-
-    @extend_schema(
-        tags=["models"],
-        summary="Make this model version the active one (administrators)",
-        request=None,
-        responses={200: s.ModelVersionSerializer},
-    )
-    def post(self, request: Request, pk: int) -> Response:
-        version = _model_version(pk)
-        from inference.registry import model_activate  # written by the inference area
-
-        activated = model_activate(name=version.name, version=version.version, actor=request.user)
-        return Response(s.ModelVersionSerializer(activated).data)
-
-
-def _model_version(pk: int) -> ModelVersion:
-    try:
-        return ModelVersion.objects.get(pk=pk)
-    except ModelVersion.DoesNotExist:
-        raise Http404("No such model version.") from None

@@ -11,7 +11,7 @@ from cases.views.clinic import (
     patient_detail,
     patient_list,
 )
-from cases.views.manage import audit_trail, case_retry, failed_cases, model_activate, model_detail, model_list
+from cases.views.manage import audit_trail, case_retry, failed_cases
 from cases.views.review import review_case, review_queue
 
 __all__ = [
@@ -24,9 +24,6 @@ __all__ = [
     "case_status",
     "failed_cases",
     "home",
-    "model_activate",
-    "model_detail",
-    "model_list",
     "patient_detail",
     "patient_list",
     "review_case",

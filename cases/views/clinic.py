@@ -30,10 +30,7 @@ def home(request: HttpRequest) -> HttpResponse:
         context["queue_top"] = queue[:5]
         context["queue_counts"] = _band_counts(queue)
         context["queue_total"] = queue.count()
-    elif user.is_platform_admin:
-        from inference.selectors import active_model_version
-
-        context["active_model"] = active_model_version()
+    elif user.is_platform_admin:  # the active model comes from the inference app's template tag
         context["failed_count"] = selectors.cases_visible_to(user).filter(status=CaseStatus.FAILED).count()
     else:
         cases = selectors.cases_visible_to(user).filter(submitted_by=user)

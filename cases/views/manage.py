@@ -1,8 +1,8 @@
-"""Administrator and ML-engineer pages: model versions, failed cases, the audit trail."""
+"""Administrator pages: failed cases and the audit trail (model versions are the inference app's pages)."""
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -11,54 +11,6 @@ from cases.forms import AuditFilterForm
 from cases.models import CaseStatus, User
 from cases.views.common import paginate, role_required
 from cases.vocabulary import Role
-
-
-@role_required(Role.ADMIN)
-@require_GET
-def model_list(request: HttpRequest) -> HttpResponse:
-    from inference.selectors import model_versions, previous_model_version
-
-    previous = previous_model_version()
-    return render(
-        request,
-        "cases/model_list.html",
-        {"versions": model_versions(), "rollback_target": previous.pk if previous else None},
-    )
-
-
-@role_required(Role.ADMIN)
-@require_GET
-def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
-    """Metrics, model card and manifest summary of one version."""
-    from inference.selectors import model_versions
-
-    version = model_versions().filter(pk=model_id).first()
-    if version is None:
-        raise Http404("No such model version.")
-    return render(request, "cases/model_detail.html", {"version": version})
-
-
-@role_required(Role.ADMIN)
-@require_POST
-def model_activate(request: HttpRequest, model_id: int) -> HttpResponse:
-    """Activate a version; activating the previous one is the rollback."""
-    from inference.registry import model_activate as activate
-    from inference.selectors import model_versions
-
-    version = model_versions().filter(pk=model_id).first()
-    if version is None:
-        raise Http404("No such model version.")
-    try:
-        activated = activate(name=version.name, version=version.version, actor=request.user)
-    except (ValidationError, ValueError, PermissionDenied) as exc:
-        messages.error(request, f"Could not activate {version}: {'; '.join(_messages(exc))}")
-    else:
-        messages.success(request, f"{activated} is now the active model.")
-    return redirect("model_list")
-
-
-def _messages(exc: Exception) -> list[str]:
-    return exc.messages if isinstance(exc, ValidationError) else [str(exc)]
 
 
 @role_required(Role.ADMIN)
