@@ -152,12 +152,11 @@ class LesionFilterSerializer(serializers.Serializer):
 # Model versions ------------------------------------------------------------------------------------------
 
 
+# Which model version produced a result (the inference app's API serves the whole version).
 class ModelVersionBriefSerializer(serializers.Serializer):
-    """Which model version produced a result (the inference app serves the full version)."""
-
     id = serializers.IntegerField(read_only=True)
-    name = serializers.CharField(read_only=True, max_length=100)
-    version = serializers.CharField(read_only=True, max_length=50)
+    name = serializers.CharField(read_only=True)
+    version = serializers.CharField(read_only=True)
 
 
 # Cases ---------------------------------------------------------------------------------------------------

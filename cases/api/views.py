@@ -9,7 +9,7 @@ from django.db.models.functions import Coalesce
 from django.http import Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.generics import GenericAPIView
@@ -20,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from cases import selectors, services
+from cases.api import examples as ex
 from cases.api import serializers as s
 from cases.api.authentication import SessionJWTAuthentication, token_login, token_logout, token_refresh
 from cases.api.errors import PayloadTooLarge
@@ -115,27 +116,6 @@ def _check_file_sizes(files: list) -> None:
 
 # Authentication -----------------------------------------------------------------------------------------
 
-_TOKENS_EXAMPLE = OpenApiExample(
-    "tokens",
-    value={
-        "access": "eyJhbGciOiJIUzI1NiIs...",
-        "refresh": "eyJhbGciOiJIUzI1NiIs...",
-        "access_expires_at": "2026-11-26T10:15:00Z",
-        "refresh_expires_at": "2026-12-26T10:00:00Z",
-        "user": {
-            "id": 3,
-            "username": "clinician",
-            "display_name": "Casey Clinician",
-            "email": "clinician@example.org",
-            "role": "clinician",
-            "organizations": [{"id": 1, "name": "Demo Skin Clinic", "slug": "demo-clinic"}],
-            "can_submit_cases": True,
-            "can_review_cases": False,
-        },
-    },
-    response_only=True,
-)
-
 
 def _tokens(pair) -> dict:
     return s.TokenPairSerializer(
@@ -168,10 +148,7 @@ class LoginView(_TokenEndpoint):
         "account for a while (429 `locked_out`).",
         request=s.LoginSerializer,
         responses={200: s.TokenPairSerializer},
-        examples=[
-            OpenApiExample("login", value={"username": "clinician", "password": "..."}, request_only=True),
-            _TOKENS_EXAMPLE,
-        ],
+        examples=[ex.LOGIN, ex.TOKENS],
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -188,7 +165,7 @@ class RefreshView(_TokenEndpoint):
         "refresh token twice gives 401.",
         request=s.RefreshSerializer,
         responses={200: s.TokenPairSerializer},
-        examples=[_TOKENS_EXAMPLE],
+        examples=[ex.TOKENS],
         auth=[],
     )
     def post(self, request: Request) -> Response:
@@ -203,7 +180,7 @@ class LogoutView(ApiView):
         description="The refresh token and every access token minted from it stop working at once.",
         request=s.LogoutSerializer,
         responses={200: s.LogoutResultSerializer},
-        examples=[OpenApiExample("one session", value={"refresh": "eyJhbGciOi..."}, request_only=True)],
+        examples=[ex.LOGOUT],
     )
     def post(self, request: Request) -> Response:
         data = self.body(s.LogoutSerializer)
@@ -251,13 +228,7 @@ class PatientListView(ApiView):
         summary="Add a patient (pseudonymous reference, never a name)",
         request=s.PatientCreateSerializer,
         responses={201: s.PatientSerializer},
-        examples=[
-            OpenApiExample(
-                "patient",
-                value={"reference": "P-0042", "sex": "female", "year_of_birth": 1971},
-                request_only=True,
-            )
-        ],
+        examples=[ex.PATIENT_CREATE],
     )
     def post(self, request: Request) -> Response:
         data = self.body(s.PatientCreateSerializer)
@@ -306,11 +277,7 @@ class LesionListView(ApiView):
         summary="Add a lesion to a patient",
         request=s.LesionCreateSerializer,
         responses={201: s.LesionSerializer},
-        examples=[
-            OpenApiExample(
-                "lesion", value={"patient": 12, "site": "torso", "label": "left scapula"}, request_only=True
-            )
-        ],
+        examples=[ex.LESION_CREATE],
     )
     def post(self, request: Request) -> Response:
         data = self.body(s.LesionCreateSerializer)
@@ -365,66 +332,6 @@ def _ordering(value: str) -> list:
     return [value, "-pk" if value.startswith("-") else "pk"]
 
 
-_CASE_EXAMPLE = {
-    "id": 42,
-    "organization": 1,
-    "lesion": 7,
-    "patient": 3,
-    "patient_reference": "P-0042",
-    "status": "awaiting_review",
-    "priority": "routine",
-    "risk": 0.81,
-    "risk_band": "high",
-    "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
-    "image_count": 1,
-    "created_at": "2026-11-26T09:12:03Z",
-    "updated_at": "2026-11-26T09:12:09Z",
-}
-_CASE_DETAIL_EXAMPLE = {
-    **_CASE_EXAMPLE,
-    "clinical_notes": "Grew in 3 months, itches.",
-    "submitted_by": {"id": 3, "display_name": "Casey Clinician"},
-    "age_at_submission": 55,
-    "sex_at_submission": "female",
-    "site_at_submission": "torso",
-    "failure_reason": "",
-    "analysed_at": "2026-11-26T09:12:09Z",
-    "images": [
-        {
-            "id": 101,
-            "position": 0,
-            "width": 1024,
-            "height": 768,
-            "content_type": "image/jpeg",
-            "size_bytes": 231004,
-            "sha256": "9f2c...",
-            "predictions": [
-                {
-                    "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
-                    "probability": 0.81,
-                    "risk_band": "high",
-                    "member_probabilities": {"lite0": 0.77, "lite1": 0.84, "lite2": 0.82},
-                    "class_probabilities": {},
-                    "created_at": "2026-11-26T09:12:09Z",
-                }
-            ],
-        }
-    ],
-    "reviews": [],
-    "reports": [],
-}
-CASE_DETAIL_EXAMPLES = [
-    OpenApiExample("case awaiting review", value=_CASE_DETAIL_EXAMPLE, response_only=True)
-]
-CASE_LIST_EXAMPLES = [
-    OpenApiExample(
-        "one page",
-        value={"count": 1, "next": None, "previous": None, "results": [_CASE_EXAMPLE]},
-        response_only=True,
-    )
-]
-
-
 _IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_HEADER,
     OpenApiTypes.STR,
@@ -449,7 +356,7 @@ class CaseListView(ApiView):
         "order by creation, update or risk.",
         parameters=[s.CaseFilterSerializer],
         responses=s.CaseListSerializer(many=True),
-        examples=CASE_LIST_EXAMPLES,
+        examples=[ex.CASE_LIST],
     )
     def get(self, request: Request) -> Response:
         params = self.query(s.CaseFilterSerializer)
@@ -465,22 +372,7 @@ class CaseListView(ApiView):
         parameters=[_IDEMPOTENCY_PARAMETER],
         request={"multipart/form-data": s.CaseCreateSerializer},
         responses={201: s.CaseDetailSerializer, 200: s.CaseDetailSerializer},
-        examples=[
-            OpenApiExample(
-                "submitted",
-                value={
-                    **_CASE_DETAIL_EXAMPLE,
-                    "status": "submitted",
-                    "risk": None,
-                    "risk_band": "",
-                    "model_version": None,
-                    "analysed_at": None,
-                    "images": [{**_CASE_DETAIL_EXAMPLE["images"][0], "predictions": []}],
-                },
-                response_only=True,
-                status_codes=["201", "200"],
-            )
-        ],
+        examples=[ex.CASE_SUBMITTED],
     )
     def post(self, request: Request) -> Response:
         _check_upload_size(request)
@@ -519,7 +411,7 @@ class CaseDetailView(ApiView):
         tags=["cases"],
         summary="A case with its images, AI results per image and member, reviews and reports",
         responses=s.CaseDetailSerializer,
-        examples=CASE_DETAIL_EXAMPLES,
+        examples=[ex.CASE_DETAIL],
     )
     def get(self, request: Request, pk: int) -> Response:
         case = selectors.case_detail(request.user, pk)
@@ -534,21 +426,7 @@ class CaseStatusView(ApiView):
         description="Poll every few seconds until `done` is true (or the status is awaiting_review, if you only "
         "want the AI result), then fetch the case.",
         responses=s.CaseStatusSerializer,
-        examples=[
-            OpenApiExample(
-                "analysed",
-                value={
-                    "id": 42,
-                    "status": "awaiting_review",
-                    "risk": 0.81,
-                    "risk_band": "high",
-                    "failure_reason": "",
-                    "done": False,
-                    "updated_at": "2026-11-26T09:12:09Z",
-                },
-                response_only=True,
-            )
-        ],
+        examples=[ex.CASE_STATUS],
     )
     def get(self, request: Request, pk: int) -> Response:
         return Response(s.CaseStatusSerializer(selectors.case_get(request.user, pk)).data)
@@ -583,18 +461,7 @@ class CaseReviewView(ApiView):
         "or reported.",
         request=s.ReviewCreateSerializer,
         responses={201: s.ReviewSerializer},
-        examples=[
-            OpenApiExample(
-                "follow-up",
-                value={
-                    "diagnosis": "nv",
-                    "malignant": False,
-                    "management": "follow_up",
-                    "follow_up_months": 6,
-                },
-                request_only=True,
-            )
-        ],
+        examples=[ex.REVIEW_FOLLOW_UP],
     )
     def post(self, request: Request, pk: int) -> Response:
         # The object first: another organization's case is a 404 whatever the body holds.
@@ -624,7 +491,7 @@ class QueueView(ApiView):
         summary="The dermatologist's review queue, highest AI risk first",
         parameters=[s.QueueFilterSerializer],
         responses=s.CaseListSerializer(many=True),
-        examples=CASE_LIST_EXAMPLES,
+        examples=[ex.CASE_LIST],
     )
     def get(self, request: Request) -> Response:
         params = self.query(s.QueueFilterSerializer)
