@@ -16,7 +16,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image
 
-from cases.models import CaseStatus, Lesion, Patient, User
+from cases.models import CaseStatus, Lesion, Organization, Patient, User
 from cases.uploads import clean_image
 from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Sex, Site
 
@@ -67,6 +67,18 @@ def _year_field(required: bool = False) -> forms.IntegerField:
     )
 
 
+def _add_organization_choice(form: forms.Form, organizations: Iterable[Organization]) -> None:
+    """Someone who submits for several organizations says which one a new patient belongs to
+    (``services.patient_organization`` asks for it); for one organization there is nothing to choose."""
+    organizations = list(organizations)
+    if len(organizations) > 1:
+        form.fields["organization"] = forms.ModelChoiceField(
+            queryset=Organization.objects.filter(pk__in=[o.pk for o in organizations]),
+            required=False,
+            label="Organization of a new patient",
+        )
+
+
 class PatientForm(forms.Form):
     reference = forms.CharField(
         label="Patient reference",
@@ -76,6 +88,10 @@ class PatientForm(forms.Form):
     )
     sex = forms.ChoiceField(choices=Sex.choices, initial=Sex.UNKNOWN)
     year_of_birth = _year_field()
+
+    def __init__(self, *args, organizations: Iterable[Organization] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        _add_organization_choice(self, organizations)
 
 
 class PatientSearchForm(forms.Form):
@@ -120,8 +136,11 @@ class CaseForm(forms.Form):
     )
     submission_key = forms.CharField(max_length=64, widget=forms.HiddenInput)
 
-    def __init__(self, *args, patients=None, lesions=None, **kwargs) -> None:
+    def __init__(
+        self, *args, patients=None, lesions=None, organizations: Iterable[Organization] = (), **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
+        _add_organization_choice(self, organizations)
         self.fields["patient"].queryset = patients if patients is not None else Patient.objects.none()
         self.fields["lesion"].queryset = lesions if lesions is not None else Lesion.objects.none()
         self.fields["lesion"].label_from_instance = _lesion_label

@@ -1,14 +1,17 @@
-"""Reads, and the one place that decides who may see what.
-
-Every page and API endpoint gets its objects through these functions, so a clinician of another organization
-gets a 404 for a case id they guess, whatever URL they try.
+"""Reads. Every page and API endpoint gets its objects through these functions, which start from the
+visibility filters of ``cases.permissions``, so a clinician of another organization gets a 404 for a case id
+they guess, whatever URL they try.
 """
 
 import datetime as dt
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import F, Prefetch, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -19,38 +22,21 @@ from cases.models import (
     CaseStatus,
     Lesion,
     LesionImage,
-    Organization,
     Patient,
     Prediction,
     Report,
     Review,
     User,
 )
-from cases.vocabulary import Role
+from cases.permissions import can_open_review_queue, cases_visible_to, reports_visible_to
 
-
-def organizations_for(user: User) -> QuerySet[Organization]:
-    """Organizations the user works for (all of them for platform admins)."""
-    if not user.is_authenticated:
-        return Organization.objects.none()
-    if user.is_platform_admin:
-        return Organization.objects.all()
-    return user.organizations.all()
-
-
-def _org_filter(user: User, prefix: str = "") -> Q | None:
-    """None means unrestricted (platform admin)."""
-    if user.is_platform_admin:
-        return None
-    return Q(**{f"{prefix}organization__in": user.organizations.all()})
-
-
-def cases_visible_to(user: User) -> QuerySet[Case]:
-    if not user.is_authenticated:
-        return Case.objects.none()
-    qs = Case.objects.select_related("organization", "lesion__patient", "submitted_by", "model_version")
-    restriction = _org_filter(user)
-    return qs if restriction is None else qs.filter(restriction)
+# Re-exported for code written before cases.permissions existed (other branches of this release); new code
+# imports them from cases.permissions.
+from cases.permissions import can_review as can_review
+from cases.permissions import can_submit as can_submit
+from cases.permissions import lesions_visible_to as lesions_visible_to
+from cases.permissions import organizations_for as organizations_for
+from cases.permissions import patients_visible_to as patients_visible_to
 
 
 def case_get(user: User, case_id: int | str) -> Case:
@@ -82,14 +68,6 @@ def case_detail(user: User, case_id: int | str) -> Case:
     )
 
 
-def patients_visible_to(user: User) -> QuerySet[Patient]:
-    if not user.is_authenticated:
-        return Patient.objects.none()
-    qs = Patient.objects.select_related("organization")
-    restriction = _org_filter(user)
-    return qs if restriction is None else qs.filter(restriction)
-
-
 def patient_get(user: User, patient_id: int | str) -> Patient:
     try:
         return patients_visible_to(user).get(pk=int(patient_id))
@@ -100,14 +78,6 @@ def patient_get(user: User, patient_id: int | str) -> Patient:
 def patients_search(user: User, query: str = "") -> QuerySet[Patient]:
     qs = patients_visible_to(user)
     return qs.filter(reference__icontains=query.strip()) if query.strip() else qs
-
-
-def lesions_visible_to(user: User) -> QuerySet[Lesion]:
-    if not user.is_authenticated:
-        return Lesion.objects.none()
-    qs = Lesion.objects.select_related("patient__organization")
-    restriction = _org_filter(user, "patient__")
-    return qs if restriction is None else qs.filter(restriction)
 
 
 def lesion_get(user: User, lesion_id: int | str) -> Lesion:
@@ -127,21 +97,6 @@ def lesion_history(user: User, case: Case) -> QuerySet[Case]:
     )
 
 
-def can_submit(user: User, organization: Organization) -> bool:
-    if not user.is_authenticated or user.role not in (Role.CLINICIAN, Role.ADMIN):
-        return False
-    return user.is_platform_admin or user.organizations.filter(pk=organization.pk).exists()
-
-
-def can_review(user: User, case: Case) -> bool:
-    """Only dermatologists who serve the case's organization review and sign."""
-    return (
-        user.is_authenticated
-        and user.role == Role.DERMATOLOGIST
-        and user.organizations.filter(pk=case.organization_id).exists()
-    )
-
-
 REVIEWABLE_STATUSES = (CaseStatus.AWAITING_REVIEW,)
 
 
@@ -156,7 +111,7 @@ def review_queue(
 
     By default the queue holds cases awaiting review; ``status`` widens it (e.g. to ``analysing``).
     """
-    if not user.is_authenticated or user.role not in (Role.DERMATOLOGIST, Role.ADMIN):
+    if not can_open_review_queue(user):
         return Case.objects.none()
     qs = cases_visible_to(user).filter(status=status or CaseStatus.AWAITING_REVIEW)
     if organization:
@@ -166,12 +121,86 @@ def review_queue(
     return qs.order_by(F("risk").desc(nulls_last=True), "created_at", "pk")
 
 
-def reports_visible_to(user: User) -> QuerySet[Report]:
-    if not user.is_authenticated:
-        return Report.objects.none()
-    qs = Report.objects.select_related("case__organization", "signer", "review")
-    restriction = _org_filter(user, "case__")
-    return qs if restriction is None else qs.filter(restriction)
+# Case lists: filters, ordering and counts (pages and API views pass what the user chose) ---------------
+
+# Filter name -> lookup. The API validates the values (CaseFilterSerializer); pages pass what their forms chose.
+CASE_FILTERS = {
+    "status": "status",
+    "risk_band": "risk_band",
+    "priority": "priority",
+    "organization": "organization_id",
+    "patient": "lesion__patient_id",
+    "lesion": "lesion_id",
+    "submitted_by": "submitted_by_id",
+    "created_after": "created_at__gte",
+    "created_before": "created_at__lt",
+}
+
+
+def case_ordering(value: str) -> list:
+    """``created_at``, ``updated_at`` or ``risk``, ``-`` for descending; ties by newest then id. Cases without
+    a risk yet come last either way."""
+    field = value.lstrip("-")
+    if field == "risk":
+        expression = (
+            F("risk").desc(nulls_last=True) if value.startswith("-") else F("risk").asc(nulls_last=True)
+        )
+        return [expression, "-created_at", "-pk"]
+    return [value, "-pk" if value.startswith("-") else "pk"]
+
+
+def cases_filter(qs: QuerySet[Case], filters: Mapping[str, Any]) -> QuerySet[Case]:
+    """Narrow ``qs`` by the ``CASE_FILTERS`` named in ``filters`` (other keys are ignored)."""
+    return qs.filter(**{CASE_FILTERS[name]: value for name, value in filters.items() if name in CASE_FILTERS})
+
+
+def with_image_count(qs: QuerySet[Case]) -> QuerySet[Case]:
+    """Annotate ``image_count``. A correlated subquery rather than JOIN + GROUP BY: only the page's rows are
+    counted, and the paginator's COUNT(*) drops the unused annotation instead of grouping every case."""
+    images = LesionImage.objects.filter(case=OuterRef("pk")).order_by().values("case").annotate(n=Count("pk"))
+    return qs.annotate(image_count=Coalesce(Subquery(images.values("n")), 0))
+
+
+def cases_list(*, user: User, filters: Mapping[str, Any] | None = None) -> QuerySet[Case]:
+    """The cases ``user`` may see, narrowed by ``filters`` (``CASE_FILTERS``, plus ``ordering``), with
+    ``image_count``. Without an ``ordering`` the newest come first."""
+    filters = filters or {}
+    qs = with_image_count(cases_filter(cases_visible_to(user), filters))
+    return qs.order_by(*case_ordering(filters["ordering"])) if filters.get("ordering") else qs
+
+
+def case_status_counts(*, user: User, submitted_by: User | None = None) -> dict[str, int]:
+    """Visible cases per status (every status, zeros included), optionally only one submitter's."""
+    qs = cases_visible_to(user)
+    if submitted_by is not None:
+        qs = qs.filter(submitted_by=submitted_by)
+    counts = dict(qs.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+    return {status: counts.get(status, 0) for status in CaseStatus.values}
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    total: int
+    by_band: dict[str, int]  # risk band -> cases (with the organization filter, without the band filter)
+    by_organization: list[tuple[str, int]]  # organization name -> cases (with the band filter), by name
+
+
+def review_queue_counts(
+    *, user: User, organization: int | None = None, band: str | None = None, status: str | None = None
+) -> QueueCounts:
+    """What the queue page shows beside the list: how many cases in all, per band and per organization.
+    Each count leaves out its own filter, so that the other choices stay visible."""
+    queue = review_queue(user, organization=organization, band=band, status=status)
+    unbanded = review_queue(user, organization=organization, status=status).order_by()
+    by_band = dict(unbanded.values_list("risk_band").annotate(n=Count("pk")).values_list("risk_band", "n"))
+    by_organization = dict(
+        review_queue(user, band=band, status=status)
+        .order_by()
+        .values_list("organization__name")
+        .annotate(n=Count("pk"))
+        .values_list("organization__name", "n")
+    )
+    return QueueCounts(total=queue.count(), by_band=by_band, by_organization=sorted(by_organization.items()))
 
 
 def report_get(user: User, report_uid: str | uuid.UUID) -> Report:

@@ -1,11 +1,11 @@
-"""Endpoint-level permissions. Object-level access is decided by ``cases.selectors`` (another
-organization's ids give 404), so these classes only gate whole endpoints by role."""
+"""Endpoint-level permissions, from the role groups of ``cases.permissions``. Object-level access is decided
+by its visibility filters (another organization's ids give 404), so these classes only gate whole endpoints."""
 
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from cases.vocabulary import Role
+from cases.permissions import can_open_review_queue
 
 
 class IsReviewer(BasePermission):
@@ -14,8 +14,7 @@ class IsReviewer(BasePermission):
     message = "Only dermatologists have a review queue."
 
     def has_permission(self, request: Request, view: APIView) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.role in (Role.DERMATOLOGIST, Role.ADMIN))
+        return bool(request.user and can_open_review_queue(request.user))
 
 
 class IsPlatformAdminOrReadOnly(BasePermission):

@@ -4,8 +4,7 @@ import string
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, F, OuterRef, QuerySet, Subquery
-from django.db.models.functions import Coalesce
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
@@ -19,7 +18,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from cases import selectors, services
+from cases import permissions, selectors, services
 from cases.api import examples as ex
 from cases.api import serializers as s
 from cases.api.authentication import SessionJWTAuthentication, token_login, token_logout, token_refresh
@@ -28,8 +27,7 @@ from cases.api.permissions import IsReviewer
 from cases.api.schema import ApiAutoSchema
 from cases.api.throttling import ApiUserThrottle, LoginThrottle, UploadThrottle
 from cases.audit import AuditAction, audit_record
-from cases.models import Case, CaseStatus, LesionImage, User
-from cases.vocabulary import Role
+from cases.models import CaseStatus, Organization, User
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:")
@@ -84,8 +82,8 @@ def _me(user: User) -> dict:
         "email": user.email,
         "role": user.role,
         "organizations": selectors.organizations_for(user).order_by("name"),
-        "can_submit_cases": user.role in (Role.CLINICIAN, Role.ADMIN),
-        "can_review_cases": user.role == Role.DERMATOLOGIST,
+        "can_submit_cases": user.role in permissions.SUBMITTERS,
+        "can_review_cases": user.role in permissions.REVIEWERS,
     }
 
 
@@ -232,16 +230,12 @@ class PatientListView(ApiView):
     )
     def post(self, request: Request) -> Response:
         data = self.body(s.PatientCreateSerializer)
-        organizations = selectors.organizations_for(request.user)
-        if "organization" in data:
-            organization = organizations.filter(pk=data["organization"]).first()
-            if organization is None:
-                raise _not_found("organization", "No such organization.")
-        else:
-            candidates = list(organizations[:2])
-            if len(candidates) != 1:
-                raise s.serializers.ValidationError({"organization": ["Choose the organization."]})
-            organization = candidates[0]
+        try:
+            organization = services.patient_organization(
+                actor=request.user, organization_id=data.get("organization")
+            )
+        except Organization.DoesNotExist:
+            raise _not_found("organization", "No such organization.") from None
         patient = services.patient_create(
             actor=request.user,
             organization=organization,
@@ -300,38 +294,6 @@ class LesionDetailView(ApiView):
 # Cases --------------------------------------------------------------------------------------------------
 
 
-def _with_counts(qs: QuerySet[Case]) -> QuerySet[Case]:
-    # A correlated subquery rather than JOIN + GROUP BY: only the page's rows are counted, and the
-    # paginator's COUNT(*) drops the unused annotation instead of grouping every case.
-    images = LesionImage.objects.filter(case=OuterRef("pk")).order_by().values("case").annotate(n=Count("pk"))
-    return qs.annotate(image_count=Coalesce(Subquery(images.values("n")), 0))
-
-
-def _filter_cases(qs: QuerySet[Case], params: dict) -> QuerySet[Case]:
-    lookups = {
-        "status": "status",
-        "risk_band": "risk_band",
-        "priority": "priority",
-        "organization": "organization_id",
-        "patient": "lesion__patient_id",
-        "lesion": "lesion_id",
-        "created_after": "created_at__gte",
-        "created_before": "created_at__lt",
-    }
-    filters = {lookup: params[name] for name, lookup in lookups.items() if name in params}
-    return qs.filter(**filters)
-
-
-def _ordering(value: str) -> list:
-    field = value.lstrip("-")
-    if field == "risk":
-        expression = (
-            F("risk").desc(nulls_last=True) if value.startswith("-") else F("risk").asc(nulls_last=True)
-        )
-        return [expression, "-created_at", "-pk"]
-    return [value, "-pk" if value.startswith("-") else "pk"]
-
-
 _IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_HEADER,
     OpenApiTypes.STR,
@@ -360,8 +322,7 @@ class CaseListView(ApiView):
     )
     def get(self, request: Request) -> Response:
         params = self.query(s.CaseFilterSerializer)
-        qs = _filter_cases(_with_counts(selectors.cases_visible_to(request.user)), params)
-        return self.page(qs.order_by(*_ordering(params["ordering"])), s.CaseListSerializer)
+        return self.page(selectors.cases_list(user=request.user, filters=params), s.CaseListSerializer)
 
     @extend_schema(
         tags=["cases"],
@@ -387,8 +348,9 @@ class CaseListView(ApiView):
             lesion = selectors.lesion_get(request.user, values["lesion"])
         except Http404:
             raise _not_found("lesion", "No such lesion.") from None
-        submission = services.case_submit(
+        submission = services.case_intake(
             actor=request.user,
+            patient=lesion.patient,
             lesion=lesion,
             images=values["images"],
             clinical_notes=values["clinical_notes"],
@@ -466,7 +428,7 @@ class CaseReviewView(ApiView):
     def post(self, request: Request, pk: int) -> Response:
         # The object first: another organization's case is a 404 whatever the body holds.
         case = selectors.case_get(request.user, pk)
-        if not selectors.can_review(request.user, case):
+        if not permissions.can_review(request.user, case):
             raise PermissionDenied("Only a dermatologist serving this organization can review this case.")
         data = self.body(s.ReviewCreateSerializer)
         review = services.review_submit(
@@ -501,8 +463,10 @@ class QueueView(ApiView):
             band=params.get("risk_band"),
             status=params.get("status") or CaseStatus.AWAITING_REVIEW,
         )
-        qs = _filter_cases(_with_counts(qs), {k: v for k, v in params.items() if k.startswith("created_")})
-        return self.page(qs, s.CaseListSerializer)
+        created = {k: v for k, v in params.items() if k.startswith("created_")}
+        return self.page(
+            selectors.with_image_count(selectors.cases_filter(qs, created)), s.CaseListSerializer
+        )
 
 
 # Reports ------------------------------------------------------------------------------------------------

@@ -22,8 +22,16 @@ from cases.services.analysis import (
     case_record_analysis,
 )
 from cases.services.base import TRANSITIONS, IllegalTransition
-from cases.services.cases import Submission, case_add_images, case_retry, case_submit
-from cases.services.patients import lesion_create, patient_create
+from cases.services.cases import (
+    NewLesion,
+    NewPatient,
+    Submission,
+    case_add_images,
+    case_intake,
+    case_retry,
+    case_submit,
+)
+from cases.services.patients import lesion_create, patient_create, patient_organization
 from cases.services.queue import enqueue_analysis, enqueue_report
 from cases.services.reviews import case_mark_reported, case_record_report_error, review_submit
 
@@ -31,10 +39,13 @@ __all__ = [
     "TRANSITIONS",
     "IllegalTransition",
     "ImageResult",
+    "NewLesion",
+    "NewPatient",
     "Submission",
     "case_add_images",
     "case_claim_for_analysis",
     "case_fail",
+    "case_intake",
     "case_mark_reported",
     "case_record_analysis",
     "case_record_report_error",
@@ -45,6 +56,7 @@ __all__ = [
     "lesion_create",
     "organization_create",
     "patient_create",
+    "patient_organization",
     "review_submit",
     "user_create",
 ]

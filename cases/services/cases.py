@@ -1,4 +1,5 @@
-"""New cases, their images, and sending a failed case back for analysis."""
+"""New cases (intake: with a new patient and lesion if need be), their images, and sending a failed case
+back for analysis."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,12 +12,13 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cases.audit import AuditAction, audit_record
-from cases.models import Case, CaseStatus, Lesion, LesionImage, User
-from cases.selectors import can_submit
+from cases.models import Case, CaseStatus, Lesion, LesionImage, Patient, User
+from cases.permissions import can_add_images, can_retry, can_submit
 from cases.services.base import _transition
+from cases.services.patients import lesion_create, patient_create, patient_organization
 from cases.services.queue import enqueue_analysis
 from cases.uploads import CleanImage, clean_image
-from cases.vocabulary import Priority
+from cases.vocabulary import Priority, Sex, Site
 
 
 def _clean_images(images: Sequence[BinaryIO], *, existing: int = 0) -> list[CleanImage]:
@@ -145,11 +147,71 @@ def case_submit(
     return Submission(case, created=True)
 
 
+@dataclass(frozen=True)
+class NewPatient:
+    reference: str
+    sex: str = Sex.UNKNOWN
+    year_of_birth: int | None = None
+
+
+@dataclass(frozen=True)
+class NewLesion:
+    site: str = Site.UNKNOWN
+    label: str = ""
+
+
+def case_intake(
+    *,
+    actor: User,
+    images: Sequence[BinaryIO],
+    patient: Patient | None = None,
+    new_patient: NewPatient | None = None,
+    organization_id: int | None = None,
+    lesion: Lesion | None = None,
+    new_lesion: NewLesion | None = None,
+    clinical_notes: str = "",
+    priority: str = Priority.ROUTINE,
+    submission_key: str = "",
+) -> Submission:
+    """A new case, with the patient and lesion it needs, in one transaction: all or nothing.
+
+    The patient is ``patient`` or a ``new_patient`` (in ``organization_id``, or the actor's only
+    organization: ``patient_organization``); the lesion is ``lesion`` or a ``new_lesion`` of that patient.
+    Pages and the API both submit through here.
+    """
+    with transaction.atomic():
+        if patient is None:
+            if new_patient is None:
+                raise ValidationError({"patient": "Choose a patient or give a reference for a new one."})
+            patient = patient_create(
+                actor=actor,
+                organization=patient_organization(actor=actor, organization_id=organization_id),
+                reference=new_patient.reference,
+                sex=new_patient.sex or Sex.UNKNOWN,
+                year_of_birth=new_patient.year_of_birth,
+            )
+        if lesion is None:
+            new_lesion = new_lesion or NewLesion()
+            lesion = lesion_create(
+                actor=actor, patient=patient, site=new_lesion.site or Site.UNKNOWN, label=new_lesion.label
+            )
+        elif lesion.patient_id != patient.pk:
+            raise ValidationError({"lesion": "This lesion belongs to another patient."})
+        return case_submit(
+            actor=actor,
+            lesion=lesion,
+            images=images,
+            clinical_notes=clinical_notes,
+            priority=priority,
+            submission_key=submission_key,
+        )
+
+
 @transaction.atomic
 def case_add_images(*, actor: User, case: Case, images: Sequence[BinaryIO]) -> list[LesionImage]:
     """Add images to a case that has not been analysed yet, and (re)enqueue its analysis."""
     case = Case.objects.select_for_update().get(pk=case.pk)
-    if case.submitted_by_id != actor.pk and not actor.is_platform_admin:
+    if not can_add_images(actor, case):
         raise PermissionDenied("Only the submitting clinician can add images.")
     if case.status != CaseStatus.SUBMITTED:
         raise ValidationError({"images": "Images can only be added before the analysis starts."})
@@ -165,7 +227,7 @@ def case_add_images(*, actor: User, case: Case, images: Sequence[BinaryIO]) -> l
 @transaction.atomic
 def case_retry(*, actor: User, case: Case) -> Case:
     """An admin sends a failed case back for analysis."""
-    if not actor.is_platform_admin:
+    if not can_retry(actor):
         raise PermissionDenied("Only administrators can retry failed cases.")
     case = Case.objects.select_for_update().get(pk=case.pk)
     _transition(case, CaseStatus.SUBMITTED, actor=actor, update_fields=["failure_reason"], retry=True)

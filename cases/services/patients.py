@@ -6,9 +6,26 @@ from django.utils import timezone
 
 from cases.audit import AuditAction
 from cases.models import Lesion, Organization, Patient, User
-from cases.selectors import can_submit
+from cases.permissions import can_submit, organizations_for
 from cases.services.base import _save_audited
 from cases.vocabulary import Sex, Site
+
+
+def patient_organization(*, actor: User, organization_id: int | None = None) -> Organization:
+    """The organization a new patient of ``actor`` belongs to: the chosen one, or the only one the actor
+    submits for. Web and API decide it here, the same way.
+
+    ``Organization.DoesNotExist`` for an id the actor cannot see; ``PermissionDenied`` when the actor submits
+    for no organization; ``ValidationError`` on ``organization`` when there are several and none was chosen.
+    """
+    if organization_id is not None:
+        return organizations_for(actor).get(pk=organization_id)
+    candidates = [org for org in organizations_for(actor) if can_submit(actor, org)]
+    if not candidates:
+        raise PermissionDenied("You do not belong to an organization you can add patients to.")
+    if len(candidates) > 1:
+        raise ValidationError({"organization": "Choose the organization."})
+    return candidates[0]
 
 
 def _check_year_of_birth(year_of_birth: int | None) -> None:

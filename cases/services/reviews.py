@@ -6,7 +6,8 @@ from django.utils import timezone
 
 from cases.audit import AuditAction
 from cases.models import Case, CaseStatus, Review, User
-from cases.selectors import can_review, current_review
+from cases.permissions import can_review
+from cases.selectors import current_review
 from cases.services.base import _check_transition, _save_audited, _transition
 from cases.services.queue import enqueue_report
 from cases.vocabulary import Diagnosis, Management

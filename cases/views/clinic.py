@@ -3,21 +3,19 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
-from django.db.models import Count
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods
 
-from cases import selectors, services
+from cases import permissions, selectors, services
 from cases.audit import AuditAction, audit_record
 from cases.forms import CaseForm, PatientForm, PatientSearchForm, StagedImages, add_service_errors
 from cases.models import CaseStatus
 from cases.views.common import case_context, case_payload, paginate, role_required
 from cases.vocabulary import Role
 
-SUBMITTERS = (Role.CLINICIAN, Role.ADMIN)
+SUBMITTERS = permissions.SUBMITTERS
 
 
 @login_required
@@ -26,35 +24,26 @@ def home(request: HttpRequest) -> HttpResponse:
     user = request.user
     context: dict = {}
     if user.is_dermatologist:
-        queue = selectors.review_queue(user)
-        context["queue_top"] = queue[:5]
-        context["queue_counts"] = _band_counts(queue)
-        context["queue_total"] = queue.count()
+        counts = selectors.review_queue_counts(user=user)
+        context["queue_top"] = selectors.review_queue(user)[:5]
+        context["queue_counts"] = counts.by_band
+        context["queue_total"] = counts.total
     elif user.is_platform_admin:  # the active model comes from the inference app's template tag
         context["failed_count"] = selectors.cases_visible_to(user).filter(status=CaseStatus.FAILED).count()
     else:
-        cases = selectors.cases_visible_to(user).filter(submitted_by=user)
-        context["recent_cases"] = cases[:8]
-        counts = dict(
-            cases.order_by().values_list("status").annotate(n=Count("pk")).values_list("status", "n")
-        )
-        context["status_counts"] = {status: counts.get(status, 0) for status in CaseStatus.values}
-        context["in_analysis"] = counts.get(CaseStatus.SUBMITTED, 0) + counts.get(CaseStatus.ANALYSING, 0)
-        context["has_cases"] = bool(counts)
+        counts = selectors.case_status_counts(user=user, submitted_by=user)
+        context["recent_cases"] = selectors.cases_list(user=user, filters={"submitted_by": user.pk})[:8]
+        context["status_counts"] = counts
+        context["in_analysis"] = counts[CaseStatus.SUBMITTED] + counts[CaseStatus.ANALYSING]
+        context["has_cases"] = any(counts.values())
     return render(request, "cases/home.html", context)
-
-
-def _band_counts(queryset) -> dict[str, int]:
-    return dict(
-        queryset.order_by().values_list("risk_band").annotate(n=Count("pk")).values_list("risk_band", "n")
-    )
 
 
 # Patients -----------------------------------------------------------------------------------------------
 
 
 def _submit_organizations(user):
-    return [org for org in selectors.organizations_for(user) if selectors.can_submit(user, org)]
+    return [org for org in selectors.organizations_for(user) if permissions.can_submit(user, org)]
 
 
 @role_required(*SUBMITTERS)
@@ -63,15 +52,15 @@ def patient_list(request: HttpRequest) -> HttpResponse:
     """Search the organization's patients by reference, and add one."""
     search = PatientSearchForm(request.GET or None)
     query = search.cleaned_data["q"] if search.is_valid() else ""
-    organizations = _submit_organizations(request.user)
-    form = PatientForm(request.POST or None)
+    form = PatientForm(request.POST or None, organizations=_submit_organizations(request.user))
     if request.method == "POST" and form.is_valid():
-        if not organizations:
-            raise PermissionDenied("You do not belong to an organization.")
         try:
+            organization = services.patient_organization(
+                actor=request.user, organization_id=_chosen_id(form.cleaned_data.get("organization"))
+            )
             patient = services.patient_create(
                 actor=request.user,
-                organization=organizations[0],
+                organization=organization,
                 reference=form.cleaned_data["reference"],
                 sex=form.cleaned_data["sex"],
                 year_of_birth=form.cleaned_data["year_of_birth"],
@@ -124,7 +113,9 @@ def case_create(request: HttpRequest) -> HttpResponse:
         initial = {}
         if request.GET.get("patient"):
             initial["patient"] = selectors.patient_get(user, request.GET["patient"]).pk
-        form = CaseForm(initial=initial, patients=patients, lesions=lesions)
+        form = CaseForm(
+            initial=initial, patients=patients, lesions=lesions, organizations=_submit_organizations(user)
+        )
         return render(request, "cases/case_form.html", _case_form_context(form, patients, []))
 
     key = (request.POST.get("submission_key") or "").strip()[:64]
@@ -133,7 +124,13 @@ def case_create(request: HttpRequest) -> HttpResponse:
         messages.info(request, f"Case {existing.pk} was already submitted.")
         return redirect("case_detail", case_id=existing.pk)
 
-    form = CaseForm(request.POST, request.FILES, patients=patients, lesions=lesions)
+    form = CaseForm(
+        request.POST,
+        request.FILES,
+        patients=patients,
+        lesions=lesions,
+        organizations=_submit_organizations(user),
+    )
     uploads = request.FILES.getlist("images")
     if form.is_valid():
         try:
@@ -169,32 +166,28 @@ def _submitted_with_key(user, key: str):
     return selectors.cases_visible_to(user).filter(submitted_by=user, submission_key=key).first()
 
 
+def _chosen_id(organization) -> int | None:
+    return organization.pk if organization is not None else None
+
+
 def _submit(user, data: dict, images: list):
-    """The patient and lesion a new case needs, and the case, in one transaction: all or nothing."""
-    with transaction.atomic():
-        patient = data["patient"]
-        if patient is None:
-            organizations = _submit_organizations(user)
-            if not organizations:
-                raise PermissionDenied("You do not belong to an organization.")
-            patient = services.patient_create(
-                actor=user,
-                organization=organizations[0],
-                reference=data["new_patient_reference"],
-                sex=data["new_patient_sex"] or "unknown",
-                year_of_birth=data["new_patient_year_of_birth"],
-            )
-        lesion = data["lesion"] or services.lesion_create(
-            actor=user, patient=patient, site=data["site"] or "unknown", label=data["lesion_label"]
-        )
-        return services.case_submit(
-            actor=user,
-            lesion=lesion,
-            images=images,
-            clinical_notes=data["clinical_notes"],
-            priority=data["priority"],
-            submission_key=data["submission_key"],
-        ).case
+    """The patient and lesion a new case needs, and the case: the intake service, all or nothing."""
+    return services.case_intake(
+        actor=user,
+        images=images,
+        patient=data["patient"],
+        new_patient=services.NewPatient(
+            reference=data["new_patient_reference"],
+            sex=data["new_patient_sex"],
+            year_of_birth=data["new_patient_year_of_birth"],
+        ),
+        organization_id=_chosen_id(data.get("organization")),
+        lesion=data["lesion"],
+        new_lesion=services.NewLesion(site=data["site"], label=data["lesion_label"]),
+        clinical_notes=data["clinical_notes"],
+        priority=data["priority"],
+        submission_key=data["submission_key"],
+    ).case
 
 
 def _case_form_context(form: CaseForm, patients, kept_images: list) -> dict:
@@ -213,12 +206,11 @@ def _case_form_context(form: CaseForm, patients, kept_images: list) -> dict:
 @require_GET
 def case_list(request: HttpRequest) -> HttpResponse:
     """The user's cases (a clinician's own; everything visible for others), newest first."""
-    cases = selectors.cases_visible_to(request.user)
-    if request.user.is_clinician:
-        cases = cases.filter(submitted_by=request.user)
     status = request.GET.get("status", "")
-    if status in CaseStatus.values:
-        cases = cases.filter(status=status)
+    filters = {"status": status} if status in CaseStatus.values else {}
+    if request.user.is_clinician:
+        filters["submitted_by"] = request.user.pk
+    cases = selectors.cases_list(user=request.user, filters=filters)
     return render(
         request,
         "cases/case_list.html",
@@ -237,7 +229,7 @@ def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
     case = selectors.case_detail(request.user, case_id)
     audit_record(actor=request.user, action=AuditAction.CASE_VIEW, obj=case)
     context = case_context(case)
-    context["can_review"] = selectors.can_review(request.user, case)
+    context["can_review"] = permissions.can_review(request.user, case)
     return render(request, "cases/case_detail.html", context)
 
 

@@ -11,7 +11,7 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import NoReverseMatch, reverse
 
 from cases.models import Case, CaseStatus, LesionImage, Prediction, Report, Review
-from cases.vocabulary import Role
+from cases.permissions import has_role
 
 PAGE_SIZE = 25
 
@@ -23,9 +23,7 @@ def role_required(*roles: str) -> Callable:
         @wraps(view)
         @login_required
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-            user = request.user
-            allowed = user.role in roles or (Role.ADMIN in roles and user.is_platform_admin)
-            if not allowed:
+            if not has_role(request.user, roles):
                 raise PermissionDenied("Your role cannot open this page.")
             return view(request, *args, **kwargs)
 

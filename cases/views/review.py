@@ -3,22 +3,21 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from cases import selectors, services
+from cases import permissions, selectors, services
 from cases.audit import AuditAction, audit_record
 from cases.forms import QueueFilterForm, ReviewForm, add_service_errors
 from cases.models import CaseStatus
 from cases.views.common import case_context, image_rows, paginate, role_required
-from cases.vocabulary import RiskBand, Role
+from cases.vocabulary import RiskBand
 
 REVIEWABLE = (CaseStatus.AWAITING_REVIEW, CaseStatus.REPORTED)
 
 
-@role_required(Role.DERMATOLOGIST, Role.ADMIN)
+@role_required(*permissions.QUEUE_READERS)
 @require_GET
 def review_queue(request: HttpRequest) -> HttpResponse:
     """Cases of the organizations the user serves, highest AI risk first, then the longest waiting."""
@@ -31,23 +30,15 @@ def review_queue(request: HttpRequest) -> HttpResponse:
         chosen.get("status") or None,
     )
     queue = selectors.review_queue(request.user, organization=organization, band=band, status=status)
-    unbanded = selectors.review_queue(request.user, organization=organization, status=status).order_by()
-    band_counts = dict(
-        unbanded.values_list("risk_band").annotate(n=Count("pk")).values_list("risk_band", "n")
-    )
-    org_counts = dict(
-        selectors.review_queue(request.user, band=band, status=status)
-        .order_by()
-        .values_list("organization__name")
-        .annotate(n=Count("pk"))
-        .values_list("organization__name", "n")
+    counts = selectors.review_queue_counts(
+        user=request.user, organization=organization, band=band, status=status
     )
     context = {
         "filters": filters,
         "page": paginate(request, queue),
-        "total": queue.count(),
-        "band_counts": [(value, label, band_counts.get(value, 0)) for value, label in RiskBand.choices],
-        "org_counts": sorted(org_counts.items()),
+        "total": counts.total,
+        "band_counts": [(value, label, counts.by_band.get(value, 0)) for value, label in RiskBand.choices],
+        "org_counts": counts.by_organization,
         "status_label": CaseStatus(status).label if status else CaseStatus.AWAITING_REVIEW.label,
     }
     return render(request, "cases/review_queue.html", context)
@@ -59,7 +50,7 @@ def review_case(request: HttpRequest, case_id: int) -> HttpResponse:
     """Images (zoom), metadata, the AI per image and per member, the lesion's earlier cases, and the form."""
     # The case first: another organization's case is a 404 for everyone, whatever their role.
     case = selectors.case_detail(request.user, case_id)
-    if not selectors.can_review(request.user, case):
+    if not permissions.can_review(request.user, case):
         raise PermissionDenied("Only a dermatologist serving this organization can review this case.")
     form = ReviewForm(request.POST or None)
     if request.method == "POST":

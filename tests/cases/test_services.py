@@ -139,3 +139,28 @@ def test_a_claim_is_a_conditional_update_and_loses_to_a_worker_that_claimed_firs
     # A later delivery of the message (the other worker died) claims the case again.
     assert services.case_claim_for_analysis(case_id=case.pk).analysis_attempts == 2
     assert services.case_claim_for_analysis(case_id=case.pk).analysis_attempts == 3
+
+
+def test_one_rule_decides_a_new_patients_organization(clinician, dermatologist, platform_admin, org, other_org):
+    from cases.models import Organization
+
+    assert services.patient_organization(actor=clinician) == org
+    with pytest.raises(ValidationError) as asked:  # an admin submits for both: it must be chosen
+        services.patient_organization(actor=platform_admin)
+    assert asked.value.message_dict == {"organization": ["Choose the organization."]}
+    assert services.patient_organization(actor=platform_admin, organization_id=other_org.pk) == other_org
+    with pytest.raises(Organization.DoesNotExist):  # another organization's id is not visible
+        services.patient_organization(actor=clinician, organization_id=other_org.pk)
+    with pytest.raises(PermissionDenied):
+        services.patient_organization(actor=dermatologist)
+
+
+def test_web_intake_asks_an_admin_of_several_organizations_which_one(client, platform_admin, org, other_org):
+    from django.urls import reverse
+
+    client.force_login(platform_admin)
+    form = {"reference": "P-77", "sex": "female", "year_of_birth": "1980"}
+    page = client.post(reverse("patient_list"), form)
+    assert page.status_code == 400 and b"Choose the organization." in page.content
+    assert client.post(reverse("patient_list"), {**form, "organization": other_org.pk}).status_code == 302
+    assert other_org.patients.get().reference == "P-77"
