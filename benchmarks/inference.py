@@ -32,9 +32,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from teleder.workers import WorkerProcess
 
 STANDIN_VARIANTS = (("lite0", 224), ("lite1", 240), ("lite2", 260))
 STANDIN_DIR = ROOT / "var" / "benchmarks" / "standin-lite-v1"
@@ -286,37 +290,17 @@ def child_rss_mb(pid: int) -> float:
     return max((peak_rss_mb(p) for p in pids), default=0.0)
 
 
-class Worker:
-    def __init__(self, log_path: Path):
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
+def start_worker(log_path: Path) -> WorkerProcess:
+    """One worker on both queues, one task at a time: the project's launcher (teleder.workers)."""
+    from teleder.workers import WorkerProcess, worker_command
 
-    def start(self, timeout_s: float = 120) -> Worker:
-        log_file = open(self.log_path, "ab")  # noqa: SIM115 - open for the child's lifetime
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "teleder", "worker", "-Q", "inference,default",
-             "--concurrency", "1", "--prefetch-multiplier", "1", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-l", "info", "-n", f"bench-{os.getpid()}@%h"],
-            cwd=ROOT, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if " ready." in self.log_path.read_text(errors="replace"):
-                return self
-            if self.process.poll() is not None:
-                raise SystemExit(f"worker exited: {self.log_path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.2)
-        self.stop()
-        raise SystemExit(f"the worker did not start: {self.log_path.read_text(errors='replace')[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    command = worker_command(
+        name=f"bench-{os.getpid()}@%h", concurrency=1, extra_args=["--prefetch-multiplier", "1"]
+    )
+    try:
+        return WorkerProcess(command, log_path=log_path).start(timeout_s=120)
+    except RuntimeError as exc:
+        raise SystemExit(f"the worker did not start: {exc}") from None
 
 
 def end_to_end(
@@ -368,8 +352,7 @@ def end_to_end(
                 raise SystemExit(f"{len(pending)} cases were not analysed in {timeout_s} s")
             return seen
 
-        worker = Worker(scratch / "worker.log")
-        worker.start()
+        worker = start_worker(scratch / "worker.log")
         for i in range(2):  # warm-up: sessions loaded, connections open
             case = submit([pool[i]])
             wait_done([case.pk])

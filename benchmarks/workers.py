@@ -196,39 +196,25 @@ def _run(config: dict, case_ids: list[int], env: dict, scratch: Path) -> dict:
     from cases.services import enqueue_analysis
     from inference import heartbeat
     from teleder.celery import app
+    from teleder.workers import WorkerProcess, worker_command
 
     with app.connection_for_write() as conn:
         conn.default_channel.client.flushdb()
     worker_env = {**env, "TELEDER_ORT_INTRA_OP_THREADS": str(config["threads"])}
-    workers = []
-    for i in range(config["workers"]):
-        log = (scratch / f"worker-{config['name']}-{i}.log").open("wb")
-        workers.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "teleder",
-                    "worker",
-                    "-Q",
-                    "inference",
-                    "-P",
-                    "solo",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-n",
-                    f"bench{i}@%h",
-                    "-l",
-                    "warning",
-                ],
-                cwd=ROOT,
-                env=worker_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        )
+    workers = [
+        WorkerProcess(
+            worker_command(
+                name=f"bench{i}@%h",
+                queues="inference",
+                pool="solo",
+                loglevel="warning",
+                without=("gossip", "mingle"),
+            ),
+            log_path=scratch / f"worker-{config['name']}-{i}.log",
+            env=worker_env,
+        ).start(wait_ready=False)  # ready once its heartbeat says the model is loaded (below)
+        for i in range(config["workers"])
+    ]
     try:
         deadline = time.monotonic() + 120
         while sum(1 for w in heartbeat.workers_alive() if (w.get("model") or {}).get("loaded")) < len(
@@ -252,9 +238,9 @@ def _run(config: dict, case_ids: list[int], env: dict, scratch: Path) -> dict:
         elapsed = time.perf_counter() - started
     finally:
         for worker in workers:
-            worker.terminate()
+            worker.process.terminate()
         for worker in workers:
-            worker.wait(timeout=30)
+            worker.stop(timeout_s=30)
     images = Prediction.objects.filter(image__case_id__in=case_ids).count()
     latencies = list(
         Prediction.objects.filter(image__case_id__in=case_ids).values_list("latency_ms", flat=True)

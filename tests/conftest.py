@@ -3,9 +3,6 @@ broker and a real Celery worker process for integration tests."""
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +11,7 @@ from django.conf import settings
 
 from cases import services
 from cases.vocabulary import Role
+from teleder import workers
 from tests.factories import PASSWORD, LesionFactory, OrganizationFactory, PatientFactory, UserFactory
 from tests.images import upload
 
@@ -136,8 +134,9 @@ def worker_env(extra: dict | None = None) -> dict:
     return env
 
 
-class WorkerProcess:
-    """A real ``celery worker`` child process, started and stopped by tests."""
+class WorkerProcess(workers.WorkerProcess):
+    """A real ``celery worker`` child process (the project's launcher, ``teleder.workers``) on this test run's
+    database, media and broker: solo pool, one task at a time."""
 
     def __init__(
         self,
@@ -146,65 +145,21 @@ class WorkerProcess:
         extra_env: dict | None = None,
         extra_args: list[str] | None = None,
     ):
-        self.log_path = log_path
+        super().__init__([], log_path=log_path)
         self.queues = queues
         self.extra_env = extra_env
         self.extra_args = extra_args or []
-        self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
-        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "teleder",
-                "worker",
-                "-Q",
-                self.queues,
-                "-P",
-                "solo",
-                "-c",
-                "1",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "info",
-                "-n",
-                f"test-{time.monotonic_ns()}@%h",
-                *self.extra_args,
-            ],
-            cwd=ROOT,
-            env=worker_env(self.extra_env),
-            stdout=log,
-            stderr=subprocess.STDOUT,
+        self.command = workers.worker_command(
+            name=f"test-{time.monotonic_ns()}@%h",
+            queues=self.queues,
+            pool="solo",
+            concurrency=1,
+            extra_args=self.extra_args,
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if "ready." in self.log_path.read_text(errors="replace"):
-                return self
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited: {self.log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not ready: {self.log_path.read_text(errors='replace')[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        self.env = worker_env(self.extra_env)  # read now: a test may have changed settings since __init__
+        return super().start(timeout_s=timeout_s)
 
 
 def purge_queues() -> None:

@@ -18,6 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cases.demo import seed_demo
 from teleder import embedded_redis
+from teleder.workers import WorkerProcess, worker_command
 
 ROOT = Path(settings.BASE_DIR)
 
@@ -60,35 +61,18 @@ class Command(BaseCommand):
                 broker = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET)
                 self.stdout.write(f"Embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
             if not no_worker:
-                children.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "celery",
-                            "-A",
-                            "teleder",
-                            "worker",
-                            "-Q",
-                            "inference,default",
-                            # prefork, so that task time limits are enforced
-                            "-P",
-                            "prefork",
-                            "-c",
-                            "1",
-                            "-B",
-                            "-s",
-                            str(settings.VAR_DIR / "celerybeat-schedule"),
-                            "-l",
-                            "info",
-                            "-n",
-                            "demo@%h",
-                        ],
-                        cwd=ROOT,
-                        env=env,
-                        start_new_session=True,
-                    )
+                worker = WorkerProcess(
+                    worker_command(
+                        name="demo@%h",
+                        pool="prefork",  # so that task time limits are enforced
+                        concurrency=1,
+                        without=(),
+                        beat_schedule=settings.VAR_DIR / "celerybeat-schedule",
+                    ),
+                    env=env,
+                    new_session=True,
                 )
+                children.append(worker.start(wait_ready=False).process)
             children.append(
                 subprocess.Popen(
                     [
