@@ -16,7 +16,7 @@ It prints a table, then one JSON object as the last line.
 The stand-in, when no package is given or bundled: with TensorFlow installed, three EfficientNet-Lite0/1/2
 members (random weights, the training code's Keras architecture, dual input) exported with tf2onnx at their
 native sizes 224/240/260 and cached under var/benchmarks/; without TensorFlow, the tiny test models
-(tests/onnx_models.py), which says nothing about real speed and is reported as such.
+(tests/support/onnx_models.py), which says nothing about real speed and is reported as such.
 """
 
 from __future__ import annotations
@@ -196,7 +196,7 @@ def resolve_package(args) -> tuple[Path, str]:
             if run_tf_subprocess("--export-standin", str(STANDIN_DIR)) is None:
                 raise SystemExit("exporting the stand-in ensemble failed")
         return STANDIN_DIR, "stand-in: EfficientNet-Lite0/1/2, random weights, exported with tf2onnx"
-    from tests.onnx_models import build_package
+    from tests.support.onnx_models import build_package
 
     folder = Path(tempfile.mkdtemp(prefix="teleder-bench-pkg-")) / "tiny"
     build_package(folder, name="tiny-test-models", version="1")

@@ -3,7 +3,6 @@ broker and a real Celery worker process for integration tests."""
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -11,11 +10,16 @@ from django.conf import settings
 
 from cases import services
 from cases.vocabulary import Role
-from teleder import workers
-from tests.factories import PASSWORD, LesionFactory, OrganizationFactory, PatientFactory, UserFactory
-from tests.images import upload
+from tests.support.analysis import record_probabilities
+from tests.support.factories import PASSWORD, LesionFactory, OrganizationFactory, PatientFactory, UserFactory
+from tests.support.images import upload
 
-ROOT = Path(__file__).resolve().parent.parent
+# Kept importable from here for tests written before tests/support/ (other branches of this release).
+from tests.support.workers import ROOT as ROOT
+from tests.support.workers import WorkerProcess as WorkerProcess
+from tests.support.workers import purge_queues
+from tests.support.workers import wait_for as wait_for
+from tests.support.workers import worker_env as worker_env
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -111,71 +115,12 @@ def make_case(clinician, lesion):
     return make
 
 
-def worker_env(extra: dict | None = None) -> dict:
-    """Environment for a child process that must share this test run's database, media and broker."""
-    from django.db import connection
-
-    env = dict(os.environ)
-    env["TELEDER_VAR_DIR"] = str(settings.VAR_DIR)
-    env["TELEDER_TESTING"] = "1"
-    env["TELEDER_MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
-    env["TELEDER_MODEL_DIR"] = str(settings.TELEDER_MODEL_DIR)
-    env["TELEDER_SIGNING_DIR"] = str(settings.TELEDER_SIGNING_DIR)
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        env["DATABASE_URL"] = f"sqlite:///{db['NAME']}"
-    else:
-        user = db.get("USER") or "postgres"
-        host = db.get("HOST") or "127.0.0.1"
-        port = db.get("PORT") or 5432
-        env["DATABASE_URL"] = f"postgres://{user}@{host}:{port}/{db['NAME']}"
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
-
-
-class WorkerProcess(workers.WorkerProcess):
-    """A real ``celery worker`` child process (the project's launcher, ``teleder.workers``) on this test run's
-    database, media and broker: solo pool, one task at a time."""
-
-    def __init__(
-        self,
-        log_path: Path,
-        queues: str = "inference,default",
-        extra_env: dict | None = None,
-        extra_args: list[str] | None = None,
-    ):
-        super().__init__([], log_path=log_path)
-        self.queues = queues
-        self.extra_env = extra_env
-        self.extra_args = extra_args or []
-
-    def start(self, timeout_s: float = 60.0) -> "WorkerProcess":
-        self.command = workers.worker_command(
-            name=f"test-{time.monotonic_ns()}@%h",
-            queues=self.queues,
-            pool="solo",
-            concurrency=1,
-            extra_args=self.extra_args,
-        )
-        self.env = worker_env(self.extra_env)  # read now: a test may have changed settings since __init__
-        return super().start(timeout_s=timeout_s)
-
-
-def purge_queues() -> None:
-    from teleder.celery import app
-
-    with app.connection_for_write() as conn:
-        for queue in ("inference", "default"):
-            conn.default_channel.queue_purge(queue) if _queue_exists(conn, queue) else None
-
-
-def _queue_exists(conn, queue: str) -> bool:
-    try:
-        conn.default_channel.queue_declare(queue=queue, passive=True)
-        return True
-    except Exception:  # noqa: BLE001
-        return False
+@pytest.fixture
+def queues():
+    """Empty broker queues before and after the test (for tests that count what was enqueued)."""
+    purge_queues()
+    yield
+    purge_queues()
 
 
 @pytest.fixture
@@ -187,21 +132,11 @@ def celery_worker_process(transactional_db, tmp_path):
     worker.stop()
 
 
-def wait_for(predicate, timeout_s: float = 60.0, interval_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"condition not met within {timeout_s} s")
-
-
 @pytest.fixture
 def registered_model(db, tmp_path, settings):
     """A real test model package (tests/onnx_models), registered and active."""
     from inference.registry import model_activate, model_register
-    from tests.onnx_models import build_package
+    from tests.support.onnx_models import build_package
 
     settings.TELEDER_MODEL_DIR = tmp_path / "models"
     version = model_register(build_package(tmp_path / "registered-package"))
@@ -213,17 +148,6 @@ def record_analysis(registered_model):
     """Record an AI result with chosen probabilities (one per image) through the case services."""
 
     def record(case, probabilities):
-        services.case_claim_for_analysis(case_id=case.pk)
-        images = list(case.images.order_by("position"))
-        results = [
-            services.ImageResult(
-                image_id=image.pk,
-                probability=p,
-                member_probabilities={"member0": p, "member1": p},
-                latency_ms=1.0,
-            )
-            for image, p in zip(images, probabilities, strict=True)
-        ]
-        return services.case_record_analysis(case_id=case.pk, model_version=registered_model, results=results)
+        return record_probabilities(case, registered_model, probabilities)
 
     return record

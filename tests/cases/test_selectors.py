@@ -13,7 +13,7 @@ def test_clinician_of_another_organization_cannot_get_a_case(make_case, other_cl
 
 
 def test_dermatologist_sees_cases_of_served_organizations(make_case, dermatologist, other_org):
-    from tests.factories import UserFactory
+    from tests.support.factories import UserFactory
 
     case = make_case(1)
     assert selectors.case_get(dermatologist, case.pk) == case

@@ -3,7 +3,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 
 from cases import services
 from cases.models import AuditEvent, Case, CaseStatus
-from tests.images import image_bytes, upload
+from tests.support.images import image_bytes, upload
 
 
 def test_case_submit_stores_images_and_audits(make_case, clinician):
@@ -105,7 +105,7 @@ def test_uploaded_image_loses_its_exif(make_case):
     exif[0x8825] = {2: (51.0, 30.0, 0.0)}  # GPS
     case = make_case(0 + 1)
     from cases.services import case_submit
-    from tests.images import upload as up
+    from tests.support.images import upload as up
 
     sub = case_submit(
         actor=case.submitted_by,
@@ -141,7 +141,9 @@ def test_a_claim_is_a_conditional_update_and_loses_to_a_worker_that_claimed_firs
     assert services.case_claim_for_analysis(case_id=case.pk).analysis_attempts == 3
 
 
-def test_one_rule_decides_a_new_patients_organization(clinician, dermatologist, platform_admin, org, other_org):
+def test_one_rule_decides_a_new_patients_organization(
+    clinician, dermatologist, platform_admin, org, other_org
+):
     from cases.models import Organization
 
     assert services.patient_organization(actor=clinician) == org

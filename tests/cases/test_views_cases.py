@@ -6,7 +6,7 @@ from django.urls import reverse
 
 from cases import services
 from cases.models import AuditEvent, Case, Lesion, Patient
-from tests.images import image_bytes, upload
+from tests.support.images import image_bytes, upload
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,7 @@ import pytest
 from django.urls import NoReverseMatch, reverse
 
 from cases import services
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 

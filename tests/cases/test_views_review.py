@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from cases import services
 from cases.models import AuditEvent, Case, Review
-from tests.factories import LesionFactory, OrganizationFactory, PatientFactory, UserFactory
+from tests.support.factories import LesionFactory, OrganizationFactory, PatientFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 

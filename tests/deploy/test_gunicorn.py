@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from axes.models import AccessAttempt
 
-from tests.conftest import ROOT, worker_env
+from tests.support.workers import ROOT, worker_env
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ import pytest
 from botocore.config import Config
 
 from inference.registry import model_activate, model_register
-from tests.conftest import WorkerProcess, purge_queues, wait_for
-from tests.onnx_models import build_package
+from tests.support.onnx_models import build_package
+from tests.support.workers import WorkerProcess, purge_queues, wait_for
 
 
 @pytest.fixture

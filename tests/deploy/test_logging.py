@@ -11,9 +11,9 @@ from inference.heartbeat import ping
 from inference.registry import model_activate, model_register
 from teleder.context import set_request_context
 from teleder.logging import JsonFormatter, RequestIdFilter
-from tests.conftest import WorkerProcess, purge_queues, wait_for
-from tests.images import upload
-from tests.onnx_models import build_package
+from tests.support.images import upload
+from tests.support.onnx_models import build_package
+from tests.support.workers import WorkerProcess, purge_queues, wait_for
 
 
 def _json_lines(text: str) -> list[dict]:

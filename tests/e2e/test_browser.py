@@ -12,7 +12,7 @@ pytest.importorskip("playwright.sync_api")
 from playwright.sync_api import expect  # noqa: E402
 
 from cases.models import Case, Review  # noqa: E402
-from tests.images import image_bytes  # noqa: E402
+from tests.support.images import image_bytes  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

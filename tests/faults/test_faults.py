@@ -19,9 +19,9 @@ from cases import services
 from cases.models import Case, CaseStatus, LesionImage, Prediction
 from inference.registry import model_activate, model_register
 from teleder import embedded_redis
-from tests.conftest import WorkerProcess, purge_queues, wait_for
-from tests.images import upload
-from tests.onnx_models import build_package
+from tests.support.images import upload
+from tests.support.onnx_models import build_package
+from tests.support.workers import WorkerProcess, purge_queues, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.onnx_models import build_package
+from tests.support.onnx_models import build_package
 
 
 @pytest.fixture(autouse=True)

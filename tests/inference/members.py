@@ -8,7 +8,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from inference.package import sha256_file
-from tests.onnx_models import METADATA_SIZE, build_package
+from tests.support.onnx_models import METADATA_SIZE, build_package
 
 
 def _save(graph, path: Path) -> Path:

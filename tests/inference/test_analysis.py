@@ -1,4 +1,5 @@
-"""The analysis task and the sweeper, run in-process against the real ONNX Runtime (no worker needed)."""
+"""The analysis task and the analysis sweeper, run in-process against the real ONNX Runtime (no worker
+needed). The report sweeper is tests/cases/reports/test_tasks.py's."""
 
 import shutil
 
@@ -10,23 +11,9 @@ from cases.models import Case, CaseStatus, Prediction
 from inference.registry import model_activate, model_register
 from inference.services import cases_sweep_stuck
 from inference.tasks import analyse_case
-from tests.conftest import purge_queues
 from tests.inference.members import replace_member
-from tests.onnx_models import build_package
-
-
-def queued(queue: str) -> int:
-    from teleder.celery import app
-
-    with app.connection_for_write() as conn:
-        return conn.default_channel.client.llen(queue)
-
-
-@pytest.fixture
-def queues():
-    purge_queues()
-    yield
-    purge_queues()
+from tests.support.onnx_models import build_package
+from tests.support.workers import queued
 
 
 def analysed(case: Case) -> Case:
@@ -177,26 +164,13 @@ def test_the_sweeper_fails_a_case_that_keeps_killing_workers(make_case, settings
     assert "did not finish in 5 attempts" in case.failure_reason
 
 
-def test_the_sweeper_re_enqueues_a_report_that_was_never_made(make_case, dermatologist, queues, active_model):
-    case = analysed(make_case(1))
-    case_services.review_submit(
-        actor=dermatologist, case=case, diagnosis="nv", malignant=False, management="reassure"
-    )
-    Case.objects.filter(pk=case.pk).update(updated_at=timezone.now() - timezone.timedelta(hours=1))
-    from cases.reports.services import reports_sweep_missing
-
-    assert cases_sweep_stuck().analyses_enqueued == []
-    assert reports_sweep_missing() == [case.pk]
-    assert queued("default") == 1
-
-
 def _build_batch_of_two_only(path, image_size: int = 32):
     """A member whose graph reshapes its output to a fixed batch of two: it raises on any other batch."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from tests.onnx_models import METADATA_SIZE
+    from tests.support.onnx_models import METADATA_SIZE
 
     nodes = [
         helper.make_node("ReduceMean", ["image"], ["pooled"], axes=[1, 2, 3], keepdims=0),

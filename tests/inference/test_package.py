@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from inference.package import PackageError, extract_zip, parse_manifest, read_manifest, verify_files
-from tests.onnx_models import build_package
+from tests.support.onnx_models import build_package
 
 
 @pytest.fixture

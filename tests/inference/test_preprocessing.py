@@ -22,8 +22,8 @@ from inference.preprocessing import (
 from inference.registry import ensemble_for
 from inference.runtime import BatchInputs
 from inference.tasks import analyse_case
-from tests.factories import LesionFactory, PatientFactory
-from tests.images import image_bytes, upload
+from tests.support.factories import LesionFactory, PatientFactory
+from tests.support.images import image_bytes, upload
 
 DERM = Path("/work/shared/data/derm/images")
 

@@ -13,9 +13,9 @@ from cases.models import AuditEvent
 from inference.models import ModelStatus, ModelVersion
 from inference.registry import model_activate, model_register, register_bundled_model
 from inference.selectors import active_model_version
-from tests.factories import UserFactory
 from tests.inference.members import build_unnormalised_member, edit_manifest, replace_member
-from tests.onnx_models import build_package
+from tests.support.factories import UserFactory
+from tests.support.onnx_models import build_package
 
 
 def run(*args) -> str:

@@ -10,7 +10,6 @@ from inference import runtime
 from inference.package import PackageError, read_manifest, sha256_file
 from inference.preprocessing import hflip, image_tensor, metadata_vector
 from inference.runtime import Ensemble, ModelError, RuntimeConfig, select_providers, smoke_test
-from tests.images import image_bytes
 from tests.inference.members import (
     build_corner_member,
     build_scaled_age_member,
@@ -19,7 +18,8 @@ from tests.inference.members import (
     edit_manifest,
     replace_member,
 )
-from tests.onnx_models import build_package
+from tests.support.images import image_bytes
+from tests.support.onnx_models import build_package
 
 META = (56, "female", "torso")
 
@@ -276,7 +276,7 @@ def test_a_forked_child_loads_its_own_sessions_and_runs(tmp_path):
 
     from inference.package import read_manifest
     from inference.runtime import Ensemble, RuntimeConfig, cached_ensemble
-    from tests.onnx_models import build_package
+    from tests.support.onnx_models import build_package
 
     folder = build_package(tmp_path / "pkg")
     manifest, _ = read_manifest(folder)

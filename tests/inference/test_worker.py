@@ -9,8 +9,8 @@ import pytest
 from cases import services
 from cases.models import Case, CaseStatus, Prediction
 from inference.registry import model_activate, model_register
-from tests.conftest import WorkerProcess, purge_queues, wait_for
-from tests.images import upload
+from tests.support.images import upload
+from tests.support.workers import WorkerProcess, purge_queues, wait_for
 
 pytestmark = pytest.mark.integration
 

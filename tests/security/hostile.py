@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from tests.images import image_bytes
+from tests.support.images import image_bytes
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -19,7 +19,7 @@ from cases import services
 from cases.reports import signing
 from cases.reports.services import report_generate
 from cases.vocabulary import Role
-from tests.factories import PASSWORD, UserFactory
+from tests.support.factories import PASSWORD, UserFactory
 
 # URL name -> the objects its parameters refer to ("case", "patient", "lesion", "image", "report", "model").
 OBJECT_PARAMS: dict[str, dict[str, str]] = {

@@ -11,7 +11,7 @@ from cases.audit import audit_record
 from cases.models import AuditEvent
 from cases.vocabulary import Role
 from teleder.context import set_request_context
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 

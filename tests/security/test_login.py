@@ -10,7 +10,7 @@ from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from cases.vocabulary import Role
-from tests.factories import UserFactory
+from tests.support.factories import UserFactory
 
 LOGIN = "/accounts/login/"
 pytestmark = pytest.mark.django_db

@@ -6,7 +6,7 @@ import secrets
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.support.workers import ROOT
 
 PROBE = r"""
 import json, django

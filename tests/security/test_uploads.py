@@ -11,8 +11,8 @@ from PIL import Image
 
 from cases.models import Case, LesionImage
 from cases.services import case_add_images, case_submit
-from tests.images import image_bytes, upload
 from tests.security.hostile import CORPUS
+from tests.support.images import image_bytes, upload
 
 
 def _stored_files(settings) -> list[Path]:

@@ -8,8 +8,8 @@ from django.core.cache import cache
 from rest_framework.test import APIClient
 
 from cases.models import Case, LesionImage
-from tests.images import upload
 from tests.security.hostile import CORPUS
+from tests.support.images import upload
 
 CASES = "/api/v1/cases/"
 

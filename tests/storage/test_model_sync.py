@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from inference.registry import model_activate, model_register
-from tests.onnx_models import build_package
+from tests.support.onnx_models import build_package
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,8 @@ from PIL import Image
 from cases.models import LesionImage
 from cases.services import case_submit
 from teleder.storage import ProtectedFileError, file_sha256, package_fetch, package_upload
-from tests.images import image_bytes, upload
-from tests.onnx_models import build_package
+from tests.support.images import image_bytes, upload
+from tests.support.onnx_models import build_package
 
 pytestmark = pytest.mark.django_db
 

@@ -5,9 +5,9 @@ import pytest
 from cases.models import Case, CaseStatus
 from cases.services import case_submit
 from inference.registry import model_activate, model_register
-from tests.conftest import WorkerProcess, purge_queues, wait_for
-from tests.images import upload
-from tests.onnx_models import build_package
+from tests.support.images import upload
+from tests.support.onnx_models import build_package
+from tests.support.workers import WorkerProcess, purge_queues, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.scripts import load_script
+from tests.support.scripts import load_script
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,16 @@
-"""The report task: success, retries with the error visible on the case, and a real worker after a review."""
+"""The report task: success, retries with the error visible on the case, the sweeper that re-enqueues a
+lost one, and a real worker after a review."""
 
 import pytest
+from django.utils import timezone
 
 from cases import services
 from cases.models import Case, CaseStatus, Report
 from cases.reports import signing
-from cases.reports.tasks import MAX_RETRIES, generate_report
-from tests.conftest import wait_for
-from tests.reports.helpers import stored_bytes
+from cases.reports.services import reports_sweep_missing
+from cases.reports.tasks import MAX_RETRIES, generate_report, sweep_missing_reports
+from tests.cases.reports.helpers import stored_bytes
+from tests.support.workers import queued, wait_for
 
 
 def test_task_stores_the_report_and_a_repeated_delivery_changes_nothing(review, signing_ca):
@@ -37,6 +40,17 @@ def test_failures_retry_then_stay_visible_on_the_case(review, signing_ca, settin
     generate_report.apply(args=[review.pk]).get()
     case.refresh_from_db()
     assert case.status == CaseStatus.REPORTED and case.report_error == ""
+
+
+def test_the_sweeper_re_enqueues_a_report_that_was_never_made(analysed_case, dermatologist, queues):
+    services.review_submit(
+        actor=dermatologist, case=analysed_case, diagnosis="nv", malignant=False, management="reassure"
+    )  # in a test transaction nothing is published on commit: as if the broker lost the message
+    assert reports_sweep_missing() == []  # reviewed just now: not stuck yet
+    Case.objects.filter(pk=analysed_case.pk).update(updated_at=timezone.now() - timezone.timedelta(hours=1))
+    assert reports_sweep_missing() == [analysed_case.pk]
+    assert queued("default") == 1
+    assert sweep_missing_reports.apply().get() == {"reports_enqueued": [analysed_case.pk]}
 
 
 @pytest.mark.django_db

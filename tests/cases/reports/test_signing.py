@@ -14,8 +14,8 @@ from django.core.management import CommandError, call_command
 from cases import services
 from cases.reports import signing, verify
 from cases.reports.services import report_generate
-from tests.factories import UserFactory
-from tests.reports.helpers import file_mode, stored_bytes
+from tests.cases.reports.helpers import file_mode, stored_bytes
+from tests.support.factories import UserFactory
 
 
 def _run(*args) -> str:

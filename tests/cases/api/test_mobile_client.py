@@ -7,9 +7,9 @@ import pytest
 from cases.models import Case, CaseStatus
 from cases.reports import signing
 from inference.registry import model_activate, model_register
-from tests.conftest import ROOT
-from tests.factories import PASSWORD
-from tests.onnx_models import build_package
+from tests.support.factories import PASSWORD
+from tests.support.onnx_models import build_package
+from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.integration
 

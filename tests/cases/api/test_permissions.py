@@ -5,8 +5,8 @@ import uuid
 import pytest
 
 from cases.models import Case, Lesion, Patient
-from tests.api.test_auth import assert_error
-from tests.images import upload
+from tests.cases.api.test_auth import assert_error
+from tests.support.images import upload
 
 
 @pytest.fixture
@@ -140,7 +140,7 @@ def test_wrong_method_is_405_in_the_error_format(client_for, clinician):
 def test_administrators_activate_a_model_version(client_for, platform_admin, settings, tmp_path):
     from inference.models import ModelStatus
     from inference.registry import model_activate, model_register
-    from tests.onnx_models import build_package
+    from tests.support.onnx_models import build_package
 
     settings.TELEDER_MODEL_DIR = tmp_path / "models"
     old = model_register(build_package(tmp_path / "v1", version="1.0.0"))

@@ -5,8 +5,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from cases.models import Case, CaseStatus
-from tests.api.test_auth import assert_error
-from tests.factories import LesionFactory, PatientFactory
+from tests.cases.api.test_auth import assert_error
+from tests.support.factories import LesionFactory, PatientFactory
 
 REVIEW = {"diagnosis": "nv", "malignant": False, "management": "follow_up", "follow_up_months": 6}
 

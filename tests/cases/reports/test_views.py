@@ -6,8 +6,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from cases.models import AuditEvent
-from tests.images import image_bytes
-from tests.reports.helpers import stored_bytes
+from tests.cases.reports.helpers import stored_bytes
+from tests.support.images import image_bytes
 
 
 def _download(client, report):

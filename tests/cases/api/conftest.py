@@ -4,10 +4,9 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from cases import services
 from cases.vocabulary import Role
-from inference.models import ModelStatus, ModelVersion
-from tests.factories import PASSWORD, LesionFactory, PatientFactory, UserFactory
+from tests.support.analysis import record_probabilities
+from tests.support.factories import PASSWORD, LesionFactory, ModelVersionFactory, PatientFactory, UserFactory
 
 
 @pytest.fixture(autouse=True)
@@ -55,19 +54,7 @@ def other_lesion(other_org, other_clinician):
 
 @pytest.fixture
 def model_version(db):
-    return ModelVersion.objects.create(
-        name="test-ensemble",
-        version="1.0.0",
-        status=ModelStatus.ACTIVE,
-        sha256="0" * 64,
-        package_path="/nonexistent",
-        manifest={
-            "class_names": ["benign", "malignant"],
-            "members": [{"name": "member0"}, {"name": "member1"}],
-            "risk_bands": {"medium": 0.3, "high": 0.7},
-        },
-        threshold=0.3,
-    )
+    return ModelVersionFactory(version="1.0.0")
 
 
 @pytest.fixture
@@ -75,16 +62,7 @@ def analyse(model_version):
     """Record an analysis result through the services the inference worker uses."""
 
     def run(case, probability: float = 0.5):
-        services.case_claim_for_analysis(case_id=case.pk)
-        results = [
-            services.ImageResult(
-                image_id=image.pk,
-                probability=probability,
-                member_probabilities={"member0": probability - 0.05, "member1": probability + 0.05},
-                latency_ms=3.0,
-            )
-            for image in case.images.all()
-        ]
-        return services.case_record_analysis(case_id=case.pk, model_version=model_version, results=results)
+        probabilities = [probability] * case.images.count()
+        return record_probabilities(case, model_version, probabilities, spread=0.05, latency_ms=3.0)
 
     return run

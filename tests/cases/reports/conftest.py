@@ -5,7 +5,8 @@ import pytest
 from cases import services
 from cases.reports import signing
 from cases.reports.services import report_generate
-from inference.models import ModelStatus, ModelVersion
+from tests.support.analysis import record_probabilities
+from tests.support.factories import ModelVersionFactory
 
 PROBABILITIES = (0.82, 0.35)
 
@@ -27,14 +28,8 @@ def signing_ca(signing_dir):
 
 @pytest.fixture
 def model_version(db):
-    return ModelVersion.objects.create(
-        name="test-ensemble",
-        version="1.0.0",
-        status=ModelStatus.ACTIVE,
-        sha256="0" * 64,
-        package_path="/nonexistent",
-        manifest={"risk_bands": {"medium": 0.3, "high": 0.7}},
-        threshold=0.5,
+    return ModelVersionFactory(
+        version="1.0.0", threshold=0.5, manifest={"risk_bands": {"medium": 0.3, "high": 0.7}}
     )
 
 
@@ -42,15 +37,7 @@ def model_version(db):
 def analysed_case(make_case, model_version):
     """A two-image case that went through the analysis services (probabilities 0.82 and 0.35)."""
     case = make_case(2, clinical_notes="Changing lesion, noticed by partner.", priority="urgent")
-    services.case_claim_for_analysis(case_id=case.pk)
-    images = list(case.images.order_by("position"))
-    results = [
-        services.ImageResult(
-            image_id=image.pk, probability=p, member_probabilities={"m0": p, "m1": p}, latency_ms=4.0
-        )
-        for image, p in zip(images, PROBABILITIES, strict=True)
-    ]
-    return services.case_record_analysis(case_id=case.pk, model_version=model_version, results=results)
+    return record_probabilities(case, model_version, PROBABILITIES, members=("m0", "m1"), latency_ms=4.0)
 
 
 @pytest.fixture

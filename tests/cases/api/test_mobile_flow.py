@@ -10,9 +10,9 @@ from cases.reports import signing
 from cases.reports.tasks import generate_report
 from inference.registry import model_activate, model_register
 from inference.tasks import analyse_case
-from tests.api.conftest import login
-from tests.images import upload
-from tests.onnx_models import build_package
+from tests.cases.api.conftest import login
+from tests.support.images import upload
+from tests.support.onnx_models import build_package
 
 
 @pytest.fixture

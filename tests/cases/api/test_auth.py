@@ -2,8 +2,8 @@
 
 import pytest
 
-from tests.api.conftest import login
-from tests.factories import PASSWORD
+from tests.cases.api.conftest import login
+from tests.support.factories import PASSWORD
 
 ME = "/api/v1/me/"
 

@@ -5,8 +5,8 @@ import uuid
 import pytest
 
 from cases.models import AuditEvent, Case, LesionImage
-from tests.api.test_auth import assert_error
-from tests.images import image_bytes, upload
+from tests.cases.api.test_auth import assert_error
+from tests.support.images import image_bytes, upload
 
 CASES = "/api/v1/cases/"
 
@@ -50,7 +50,7 @@ def test_idempotency_key_makes_a_retry_return_the_same_case(api, lesion):
 
 def test_the_same_key_from_another_user_is_another_case(api, client_for, lesion, org):
     from cases.vocabulary import Role
-    from tests.factories import UserFactory
+    from tests.support.factories import UserFactory
 
     colleague = client_for(UserFactory(username="colleague", role=Role.CLINICIAN, organizations=[org]))
     a = submit(api, lesion, key="same-key").json()["id"]

@@ -17,7 +17,7 @@ from cases.models import AuditEvent, CaseStatus, Report, Review
 from cases.reports import verify
 from cases.reports.render import ReportContent, render_report_pdf, wrappable
 from cases.reports.services import report_generate
-from tests.reports.helpers import pdf_text, stored_bytes
+from tests.cases.reports.helpers import pdf_text, stored_bytes
 
 
 def test_report_is_rendered_signed_stored_and_valid(report, review, dermatologist):
