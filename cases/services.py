@@ -303,8 +303,10 @@ def case_submit(
             audit_record(actor=actor, action="case.create", obj=case, images=len(stored))
             if analyse:
                 transaction.on_commit(lambda: enqueue_analysis(case.pk))
-    except IntegrityError:
-        # Two concurrent submits with the same key: the other one won.
+    except (IntegrityError, ValidationError):
+        # Two concurrent submits with the same key: the other one won, between the check above and this
+        # insert. full_clean() sees its committed row as a ValidationError of the unique constraint, the
+        # database as an IntegrityError; either way the retry gets the winner's case, not an error.
         if submission_key:
             existing = Case.objects.filter(submitted_by=actor, submission_key=submission_key).first()
             if existing is not None:

@@ -432,7 +432,9 @@ _IDEMPOTENCY_PARAMETER = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Client-chosen key (1-64 characters: letters, digits, `-_.:`), e.g. a UUID made when the user "
     "tapped Submit. Repeating the request with the same key returns the case created the first time "
-    "(200 instead of 201, header `Idempotent-Replayed: true`) instead of a second case.",
+    "(200 instead of 201, header `Idempotent-Replayed: true`) instead of a second case, also when the retries "
+    "arrive at the same moment. A header with an empty or malformed key is refused (400, field "
+    "`Idempotency-Key`); leave the header out to submit without a key.",
 )
 
 
@@ -485,8 +487,9 @@ class CaseListView(ApiView):
     )
     def post(self, request: Request) -> Response:
         _check_upload_size(request)
-        key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
-        if key and (len(key) > 64 or not set(key) <= _KEY_CHARS):
+        raw_key = request.headers.get(IDEMPOTENCY_HEADER)  # None: no header; "": a header with no key
+        key = (raw_key or "").strip()
+        if raw_key is not None and (not key or len(key) > 64 or not set(key) <= _KEY_CHARS):
             raise s.serializers.ValidationError(
                 {IDEMPOTENCY_HEADER: ["Use 1-64 letters, digits or -_.: (a UUID works)."]}
             )

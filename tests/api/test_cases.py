@@ -1,8 +1,12 @@
 """Cases through the API: multipart submission, idempotency, uploads that must be refused, results."""
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connections
+from rest_framework.test import APIClient
 
 from cases.models import AuditEvent, Case, LesionImage
 from tests.api.test_auth import assert_error
@@ -46,6 +50,43 @@ def test_idempotency_key_makes_a_retry_return_the_same_case(api, lesion):
     assert Case.objects.count() == 1 and LesionImage.objects.count() == 1
     assert submit(api, lesion, key=str(uuid.uuid4())).status_code == 201
     assert Case.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_with_one_key_all_get_the_first_case(client_for, clinician, lesion):
+    """A phone retrying after a timeout: 10 requests with one key at the same moment, each on its own
+    database connection. One case; every answer is the documented 201 or the replayed 200 of that case."""
+    token = client_for(clinician).tokens["access"]
+    key = str(uuid.uuid4())
+    n = 10
+    barrier = threading.Barrier(n)
+
+    def attempt(_: int):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        data = {"lesion": lesion.pk, "images": [upload("i.jpg", seed=1)]}
+        barrier.wait()
+        try:
+            return client.post(CASES, data, format="multipart", HTTP_IDEMPOTENCY_KEY=key)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(n) as pool:
+        responses = list(pool.map(attempt, range(n)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * (n - 1) + [201], [r.content[:200] for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert all(r["Idempotent-Replayed"] == "true" for r in responses if r.status_code == 200)
+    assert Case.objects.count() == 1 and LesionImage.objects.count() == 1
+
+
+def test_an_empty_idempotency_key_is_400_not_ignored(api, lesion):
+    response = api.post(
+        CASES, {"lesion": lesion.pk, "images": [upload("i.jpg")]}, format="multipart", HTTP_IDEMPOTENCY_KEY=""
+    )
+    error = assert_error(response, 400, "invalid")
+    assert "Idempotency-Key" in error["fields"]
+    assert Case.objects.count() == 0
 
 
 def test_the_same_key_from_another_user_is_another_case(api, client_for, lesion, org):
