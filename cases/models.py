@@ -146,6 +146,12 @@ class Case(models.Model):
     analysis_started_at = models.DateTimeField(null=True, blank=True)
     analysed_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    analysis_worker = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The worker (node name and process id) that claimed the analysis last; the sweeper "
+        "re-enqueues the case at once when that worker's heartbeat is gone.",
+    )
     submission_key = models.CharField(
         max_length=64,
         blank=True,
@@ -183,6 +189,16 @@ class Case(models.Model):
 
     def __str__(self) -> str:
         return f"Case {self.pk} ({self.get_status_display()})"
+
+    @property
+    def analysis_delayed(self) -> bool:
+        """Stored, but not yet queued for analysis longer than ``TELEDER_PUBLISH_GRACE_S`` (the broker was
+        unavailable at submit): the AI result is late. The sweeper publishes it once the broker is back."""
+        from django.utils import timezone
+
+        if self.status != CaseStatus.SUBMITTED or self.enqueued_at is not None or self.updated_at is None:
+            return False
+        return (timezone.now() - self.updated_at).total_seconds() > settings.TELEDER_PUBLISH_GRACE_S
 
 
 def lesion_image_path(instance: "LesionImage", filename: str) -> str:

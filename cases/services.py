@@ -332,10 +332,12 @@ def case_add_images(*, actor: User, case: Case, images: Sequence[BinaryIO]) -> l
     return stored
 
 
-def case_claim_for_analysis(*, case_id: int) -> Case | None:
+def case_claim_for_analysis(*, case_id: int, worker: str = "") -> Case | None:
     """Move a submitted (or stuck analysing) case to analysing; None if there is nothing to analyse.
 
     A conditional UPDATE claims the case, so two workers that got the same message cannot both run it.
+    ``worker`` names the claiming worker (see ``inference.tasks.worker_identity``) so that the sweeper can
+    tell a case whose worker died from one still being analysed.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -346,7 +348,16 @@ def case_claim_for_analysis(*, case_id: int) -> Case | None:
         case.status = CaseStatus.ANALYSING
         case.analysis_attempts += 1
         case.analysis_started_at = now
-        case.save(update_fields=["status", "analysis_attempts", "analysis_started_at", "updated_at"])
+        case.analysis_worker = worker[:200]
+        case.save(
+            update_fields=[
+                "status",
+                "analysis_attempts",
+                "analysis_started_at",
+                "analysis_worker",
+                "updated_at",
+            ]
+        )
         if previous != CaseStatus.ANALYSING:
             audit_record(actor=None, action="case.status", obj=case, **{"from": previous, "to": case.status})
     return case

@@ -27,18 +27,20 @@ def interval_s() -> float:
     return float(getattr(settings, "TELEDER_HEARTBEAT_INTERVAL_S", 10.0))
 
 
-def redis_client():
+def redis_client(timeout_s: float = 2.0):
     """A Redis client for heartbeats: REDIS_URL, else the broker when it is Redis (embedded or not)."""
     import redis
 
     url = settings.REDIS_URL or settings.CELERY_BROKER_URL
     if url.startswith("redis+socket://"):
         return redis.Redis(
-            unix_socket_path=url.removeprefix("redis+socket://"), socket_timeout=2, socket_connect_timeout=2
+            unix_socket_path=url.removeprefix("redis+socket://"),
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
         )
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise RuntimeError("Worker heartbeats need Redis: set REDIS_URL when the broker is not Redis.")
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
 def _check_model() -> dict[str, Any] | None:
@@ -113,9 +115,9 @@ def stop(hostname: str) -> None:
         logger.warning("could not remove the worker heartbeat", exc_info=True)
 
 
-def workers_alive() -> list[dict[str, Any]]:
+def workers_alive(*, timeout_s: float = 2.0) -> list[dict[str, Any]]:
     """Heartbeats of the workers seen in the last three intervals, by hostname."""
-    client = redis_client()
+    client = redis_client(timeout_s)
     workers = []
     for key in sorted(client.scan_iter(match=KEY_PREFIX + "*", count=100)):
         raw = client.get(key)

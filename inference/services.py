@@ -74,9 +74,9 @@ def _read_image(image: LesionImage) -> bytes:
         raise TransientAnalysisError(f"image {image.pk} could not be read from storage: {exc}") from exc
 
 
-def case_analyse(*, case_id: int) -> Case | None:
+def case_analyse(*, case_id: int, worker: str = "") -> Case | None:
     """Analyse one case; return it (awaiting review or failed), or None if there was nothing to do."""
-    case = case_claim_for_analysis(case_id=case_id)
+    case = case_claim_for_analysis(case_id=case_id, worker=worker)
     if case is None:
         return None
     _test_delay()
@@ -142,20 +142,60 @@ class SweepResult:
     failed: list[int] = field(default_factory=list)
 
 
+def _live_workers() -> set[str] | None:
+    """``hostname:pid`` of every worker with a current heartbeat; None when heartbeats cannot be read."""
+    from inference import heartbeat
+
+    try:
+        return {f"{w.get('hostname')}:{w.get('pid')}" for w in heartbeat.workers_alive()}
+    except Exception:  # noqa: BLE001 - without heartbeats only the stuck timeout applies
+        logger.warning("sweeper: worker heartbeats unavailable", exc_info=True)
+        return None
+
+
+def _lost_before(now: datetime) -> datetime | None:
+    from inference import broker
+
+    try:
+        return broker.lost_messages_before(now=now)
+    except Exception:  # noqa: BLE001 - broker down: nothing can be published now; the next sweep looks again
+        logger.warning("sweeper: the broker cannot be asked about lost messages", exc_info=True)
+        return None
+
+
 def cases_sweep_stuck(*, now: datetime | None = None) -> SweepResult:
     """Re-enqueue work whose broker message may have been lost.
 
-    Cases submitted or analysing with no progress and no publish for ``TELEDER_STUCK_AFTER_S`` are published
-    again (or failed after ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` claims, so that an image that kills the worker
-    cannot loop for ever); reviewed cases whose current review has no report get the report task again.
+    At once (no waiting for the stuck timeout), once a case is older than ``TELEDER_PUBLISH_GRACE_S``:
+    submitted cases never published (``enqueued_at`` empty: the broker was down at submit), submitted cases
+    published before the broker lost its data (see ``inference.broker``), and analysing cases whose claiming
+    worker has no heartbeat any more (killed). After ``TELEDER_STUCK_AFTER_S`` without progress, any submitted
+    or analysing case. A case claimed ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` times without finishing is failed
+    instead, so that an image that kills the worker cannot loop for ever. Reviewed cases whose current review
+    has no report get the report task again. A second message for a case is harmless: the claim and the
+    per-image results are idempotent, so a case is still analysed into one result set.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.TELEDER_STUCK_AFTER_S)
+    grace = now - timedelta(seconds=settings.TELEDER_PUBLISH_GRACE_S)
     max_attempts = settings.TELEDER_MAX_ANALYSIS_ATTEMPTS
     result = SweepResult()
+    lost = Q(status=CaseStatus.SUBMITTED, enqueued_at__isnull=True, updated_at__lt=grace)
+    lost_before = _lost_before(now)
+    if lost_before is not None:
+        lost |= Q(status=CaseStatus.SUBMITTED, enqueued_at__lt=min(lost_before, grace))
+    live = _live_workers()
+    if live is not None:
+        lost |= (
+            Q(status=CaseStatus.ANALYSING, analysis_started_at__lt=grace)
+            & ~Q(analysis_worker="")
+            & ~Q(analysis_worker__in=live)
+        )
+    stale = Q(status__in=[CaseStatus.SUBMITTED, CaseStatus.ANALYSING], updated_at__lt=cutoff) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff)
+    )
     stuck = (
-        Case.objects.filter(status__in=[CaseStatus.SUBMITTED, CaseStatus.ANALYSING], updated_at__lt=cutoff)
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff))
+        Case.objects.filter(lost | stale)
         .order_by("created_at")
         .values_list("pk", "status", "analysis_attempts")
     )

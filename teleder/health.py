@@ -5,7 +5,11 @@ platform can do its work: database, broker, cache and storage reachable, and at 
 ``inference`` queue that has loaded the active model. Each failing check is named; no exception text leaks.
 """
 
+import logging
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -13,6 +17,12 @@ from django.urls import path
 from django.views.decorators.cache import never_cache
 
 INFERENCE_QUEUE = "inference"
+# /readyz answers within this many seconds whatever is down: each check runs in its own thread with short
+# socket timeouts, and a check still running at the deadline is reported as "timeout".
+READYZ_DEADLINE_S = 0.4
+CHECK_TIMEOUT_S = 0.3
+
+logger = logging.getLogger(__name__)
 
 
 def _database() -> str:
@@ -22,10 +32,15 @@ def _database() -> str:
 
 
 def _broker() -> str:
+    from inference.broker import broker_redis
+
+    client = broker_redis(timeout_s=CHECK_TIMEOUT_S)
+    if client is not None:
+        return "ok" if client.ping() else "not answering"
     from teleder.celery import app
 
     with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2, timeout=2)
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.1, timeout=CHECK_TIMEOUT_S)
     return "ok"
 
 
@@ -43,14 +58,13 @@ def _storage() -> str:
     return "ok" if storage_reachable() else "unreachable"
 
 
-def _inference_worker() -> str:
-    from inference import heartbeat
+def _inference_worker(heartbeats: list[dict]) -> str:
     from inference.selectors import active_model_version
 
     version = active_model_version()
     if version is None:
         return "no active model version"
-    workers = [w for w in heartbeat.workers_alive() if INFERENCE_QUEUE in w.get("queues", [])]
+    workers = [w for w in heartbeats if INFERENCE_QUEUE in w.get("queues", [])]
     if not workers:
         return "no live worker on the inference queue"
     if any((w.get("model") or {}).get("id") == version.pk and w["model"].get("loaded") for w in workers):
@@ -58,13 +72,62 @@ def _inference_worker() -> str:
     return f"no worker has loaded {version.name} {version.version}"
 
 
+def _heartbeats() -> list[dict]:
+    from inference import heartbeat
+
+    return heartbeat.workers_alive(timeout_s=CHECK_TIMEOUT_S)
+
+
+# Checks over the network, run in parallel threads under the deadline. The database checks run in the
+# request's own thread (its connection and transaction).
 CHECKS: dict[str, Callable[[], str]] = {
-    "database": _database,
     "broker": _broker,
     "cache": _cache,
     "storage": _storage,
-    "inference_worker": _inference_worker,
 }
+
+
+def _run(check: Callable[[], object]) -> object:
+    try:
+        return check()
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        return f"error: {exc.__class__.__name__}"
+
+
+# Long-lived threads: clients that keep a connection per thread (S3, Redis pools) are built once, not per probe.
+_executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="readyz")
+
+
+def run_checks(deadline_s: float = READYZ_DEADLINE_S) -> dict[str, str]:
+    """Every check; the network ones at once in worker threads. One not done by the deadline reads "timeout"."""
+    end = time.monotonic() + deadline_s
+    background = {**CHECKS, "heartbeats": _heartbeats}
+    futures = {name: _executor.submit(_run, check) for name, check in background.items()}
+    results: dict[str, object] = {}
+    checks: dict[str, str] = {}
+    try:
+        checks["database"] = _database()
+    except Exception as exc:  # noqa: BLE001
+        checks["database"] = f"error: {exc.__class__.__name__}"
+    for name, future in futures.items():
+        try:
+            results[name] = future.result(timeout=max(0.0, end - time.monotonic()))
+        except FuturesTimeout:
+            results[name] = "timeout"
+    for name in CHECKS:
+        checks[name] = str(results.get(name, "timeout"))
+    heartbeats = results.get("heartbeats", "timeout")
+    if checks["database"] != "ok":
+        checks["inference_worker"] = "unknown: the database is unavailable"
+    elif isinstance(heartbeats, list):
+        try:
+            checks["inference_worker"] = _inference_worker(heartbeats)
+        except Exception as exc:  # noqa: BLE001
+            checks["inference_worker"] = f"error: {exc.__class__.__name__}"
+    else:
+        checks["inference_worker"] = f"heartbeats unavailable ({heartbeats})"
+    order = ("database", "broker", "cache", "storage", "inference_worker")
+    return {name: checks[name] for name in order if name in checks} | checks
 
 
 @never_cache
@@ -74,16 +137,18 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {}
-    for name, check in CHECKS.items():
-        try:
-            checks[name] = check()
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            checks[name] = f"error: {exc.__class__.__name__}"
+    checks = run_checks()
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse(
+    response = JsonResponse(
         {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
     )
+    if not ready:
+        # An expected answer while a dependency is down, not a server error: one WARNING line, and Django's
+        # request logger (which logs every 5xx at ERROR) is told it has been logged.
+        failing = ", ".join(f"{name}={value}" for name, value in checks.items() if value != "ok")
+        logger.warning("readyz: not ready (%s)", failing)
+        response._has_been_logged = True
+    return response
 
 
 @never_cache

@@ -107,6 +107,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "inference.context_processors.analysis_queue",
             ],
         },
     },
@@ -235,7 +236,7 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-cases": {
         "task": "inference.tasks.sweep_stuck_cases",
-        "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "60")),
+        "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "30")),
     },
 }
 
@@ -247,6 +248,9 @@ TELEDER_ORT_INTER_OP_THREADS = int(os.environ.get("TELEDER_ORT_INTER_OP_THREADS"
 TELEDER_ORT_PROVIDERS = env_list("TELEDER_ORT_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider")
 TELEDER_ANALYSIS_TIMEOUT_S = int(os.environ.get("TELEDER_ANALYSIS_TIMEOUT_S", "300"))
 TELEDER_STUCK_AFTER_S = int(os.environ.get("TELEDER_STUCK_AFTER_S", "600"))
+# A case not published this long after its submit (broker down), or whose message the broker lost, or whose
+# worker died, is published again by the next sweep without waiting for TELEDER_STUCK_AFTER_S.
+TELEDER_PUBLISH_GRACE_S = float(os.environ.get("TELEDER_PUBLISH_GRACE_S", "5"))
 
 # Uploads.
 TELEDER_MAX_IMAGE_BYTES = int(os.environ.get("TELEDER_MAX_IMAGE_BYTES", str(15 * 1024 * 1024)))
