@@ -49,6 +49,13 @@ class IllegalTransition(ValidationError):
     """A status change the case's status machine does not allow."""
 
 
+class StorageUnavailable(Exception):
+    """The file store (local disk or S3) refused a write. Nothing of the request was kept: the database
+    transaction is rolled back and the files already written for it are removed."""
+
+    message = "The image store is unavailable, so nothing was stored. Try again in a few minutes."
+
+
 def _check_transition(case: Case, to: str) -> None:
     if to not in TRANSITIONS.get(case.status, frozenset()):
         raise IllegalTransition(
@@ -225,25 +232,47 @@ def _check_quota(actor: User, new_images: int) -> None:
         )
 
 
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        errors += [BotoCoreError, ClientError]
+    except ImportError:  # pragma: no cover - botocore comes with django-storages[s3]
+        pass
+    return tuple(errors)
+
+
 def _store_images(case: Case, images: Sequence[CleanImage], *, start: int = 0) -> list[LesionImage]:
-    stored = []
+    """Write the files and their rows. A storage failure removes the files this call wrote and raises
+    ``StorageUnavailable`` (the caller's transaction then drops the rows): nothing is half-stored."""
+    stored: list[LesionImage] = []
     seen = set(case.images.values_list("sha256", flat=True)) if start else set()
-    for image in images:
-        if image.sha256 in seen:  # the same picture twice in one case adds nothing
-            continue
-        seen.add(image.sha256)
-        row = LesionImage(
-            case=case,
-            position=start + len(stored),
-            sha256=image.sha256,
-            width=image.width,
-            height=image.height,
-            content_type=image.content_type,
-            size_bytes=len(image.content),
-        )
-        row.file.save(f"image.{image.extension}", ContentFile(image.content), save=False)
-        row.save()
-        stored.append(row)
+    try:
+        for image in images:
+            if image.sha256 in seen:  # the same picture twice in one case adds nothing
+                continue
+            seen.add(image.sha256)
+            row = LesionImage(
+                case=case,
+                position=start + len(stored),
+                sha256=image.sha256,
+                width=image.width,
+                height=image.height,
+                content_type=image.content_type,
+                size_bytes=len(image.content),
+            )
+            row.file.save(f"image.{image.extension}", ContentFile(image.content), save=False)
+            stored.append(row)
+            row.save()
+    except _storage_errors() as exc:
+        for row in stored:
+            try:
+                row.file.storage.delete(row.file.name)
+            except Exception:  # noqa: BLE001 - best effort: the store is failing already
+                logger.warning("could not remove %s after a failed submit", row.file.name)
+        logger.warning("image store unavailable, case not stored: %s", exc.__class__.__name__)
+        raise StorageUnavailable(StorageUnavailable.message) from exc
     return stored
 
 

@@ -149,6 +149,15 @@ def case_create(request: HttpRequest) -> HttpResponse:
             add_service_errors(form, exc, field_map=_CASE_FIELD_MAP)
         except PermissionDenied as exc:
             form.add_error(None, str(exc))
+        except services.StorageUnavailable as exc:
+            # Nothing was stored; the form keeps every field (the images must be chosen again).
+            form.add_error(None, str(exc))
+            try:
+                kept_images = staging.describe(kept)
+            except Exception:  # noqa: BLE001 - the store may refuse reads too
+                kept_images = []
+            context = _case_form_context(form, patients, kept_images)
+            return render(request, "cases/case_form.html", context, status=503)
         else:
             staging.discard(kept)
             messages.success(request, f"Case {case.pk} submitted. The AI analysis starts now.")
