@@ -149,8 +149,13 @@ LOGOUT_REDIRECT_URL = "login"
 AXES_ENABLED = env_bool("TELEDER_AXES_ENABLED", True)
 AXES_FAILURE_LIMIT = int(os.environ.get("TELEDER_LOGIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = float(os.environ.get("TELEDER_LOGIN_COOLOFF_HOURS", "0.25"))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# The username from one address is locked (a clinic behind one NAT address keeps working when one user
+# mistypes); the address as a whole only at TELEDER_LOGIN_ADDRESS_FAILURE_LIMIT (cases/lockout.py).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "cases.lockout.LockoutHandler"
+AXES_LOCKOUT_CALLABLE = "cases.lockout.lockout_response"
+TELEDER_LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("TELEDER_LOGIN_ADDRESS_FAILURE_LIMIT", "50"))
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = os.environ.get("TELEDER_TIME_ZONE", "UTC")
