@@ -321,7 +321,10 @@ LOGGING = {
         "json": {"()": "teleder.logging.JsonFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
-    "filters": {"request_id": {"()": "teleder.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "teleder.logging.RequestIdFilter"},
+        "client_error": {"()": "teleder.logging.ClientErrorWithoutTraceback"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -330,7 +333,13 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("TELEDER_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        # 4xx in one line without a traceback (teleder/logging.py).
+        "django.request": {"filters": ["client_error"]},
+        "django.security": {"filters": ["client_error"]},
+    },
 }
 
 # Operations: worker heartbeats (inference/heartbeat.py) expire after three intervals.
