@@ -15,6 +15,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from cases import refusals
 from cases.audit import audit_record
 from cases.models import (
     Case,
@@ -199,7 +200,7 @@ def _clean_images(images: Sequence[BinaryIO], *, existing: int = 0) -> list[Clea
     if not images and not existing:
         raise ValidationError({"images": "Add at least one image."})
     if existing + len(images) > limit:
-        raise ValidationError({"images": f"A case has at most {limit} images."})
+        raise ValidationError({"images": refusals.TOO_MANY_IMAGES.format(limit=limit)})
     cleaned, errors, total = [], [], 0
     for index, upload in enumerate(images, start=1):
         name = getattr(upload, "name", None) or f"Image {index}"
@@ -213,7 +214,7 @@ def _clean_images(images: Sequence[BinaryIO], *, existing: int = 0) -> list[Clea
     if errors:
         raise ValidationError({"images": errors})
     if total > settings.TELEDER_MAX_CASE_BYTES:
-        raise ValidationError({"images": "The images of one case together exceed the size limit."})
+        raise ValidationError({"images": refusals.CASE_TOO_LARGE})
     return cleaned
 
 

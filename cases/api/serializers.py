@@ -6,6 +6,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from cases import refusals
 from cases.models import (
     Case,
     CaseStatus,
@@ -375,6 +376,10 @@ class CaseCreateSerializer(serializers.Serializer):
         child=serializers.FileField(allow_empty_file=True, use_url=False),
         min_length=1,
         max_length=settings.TELEDER_MAX_IMAGES_PER_CASE,
+        error_messages={
+            "max_length": refusals.TOO_MANY_IMAGES.format(limit=settings.TELEDER_MAX_IMAGES_PER_CASE),
+            "min_length": "Add at least one image.",
+        },
         help_text="1-10 JPEG or PNG files (repeat the `images` part). Re-encoded on upload; EXIF is removed.",
     )
 
@@ -384,6 +389,10 @@ class ImagesAddSerializer(serializers.Serializer):
         child=serializers.FileField(allow_empty_file=True, use_url=False),
         min_length=1,
         max_length=settings.TELEDER_MAX_IMAGES_PER_CASE,
+        error_messages={
+            "max_length": refusals.TOO_MANY_IMAGES.format(limit=settings.TELEDER_MAX_IMAGES_PER_CASE),
+            "min_length": "Add at least one image.",
+        },
         help_text="JPEG or PNG files; the case holds at most 10 in all.",
     )
 

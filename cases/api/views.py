@@ -19,7 +19,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from cases import selectors, services
+from cases import refusals, selectors, services
 from cases.api import serializers as s
 from cases.api.authentication import SessionJWTAuthentication, token_login, token_logout, token_refresh
 from cases.api.errors import PayloadTooLarge
@@ -89,10 +89,6 @@ def _me(user: User) -> dict:
     }
 
 
-def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):.3g} MB"
-
-
 def _check_upload_size(request: Request) -> None:
     """413 before and after parsing: the whole body, then each file and their sum."""
     limit = settings.TELEDER_MAX_CASE_BYTES
@@ -101,7 +97,7 @@ def _check_upload_size(request: Request) -> None:
     except ValueError:
         length = 0
     if length > limit + 1024 * 1024:  # room for the multipart framing and the text fields
-        raise PayloadTooLarge(f"The request is larger than {_mb(limit)}.")
+        raise PayloadTooLarge(refusals.REQUEST_TOO_LARGE.format(limit=refusals.megabytes(limit)))
 
 
 def _check_file_sizes(files: list) -> None:
@@ -109,9 +105,9 @@ def _check_file_sizes(files: list) -> None:
     for upload in files:
         if upload.size > per_file:
             name = "".join(ch for ch in str(upload.name)[-80:] if ch.isprintable())
-            raise PayloadTooLarge(f"{name} is larger than {_mb(per_file)}.")
+            raise PayloadTooLarge(f"{refusals.image_too_large(per_file)} ({name})")
     if sum(upload.size for upload in files) > settings.TELEDER_MAX_CASE_BYTES:
-        raise PayloadTooLarge("The images of one case together exceed the size limit.")
+        raise PayloadTooLarge(refusals.CASE_TOO_LARGE)
 
 
 # Authentication -----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods
 
-from cases import selectors, services
+from cases import refusals, selectors, services
 from cases.audit import audit_record
 from cases.forms import CaseForm, PatientForm, PatientSearchForm, StagedImages, add_service_errors
 from cases.models import CaseStatus
@@ -170,8 +170,13 @@ def case_create(request: HttpRequest) -> HttpResponse:
         if not uploads and not kept:
             form.add_error("images", "Add at least one image.")
     kept_images = staging.describe(kept + new_tokens)
+    # An oversized upload is 413 here as in the API (cases/refusals.py holds both texts).
+    too_large = any(refusals.is_too_large(str(m)) for m in form.errors.get("images", []))
     return render(
-        request, "cases/case_form.html", _case_form_context(form, patients, kept_images), status=400
+        request,
+        "cases/case_form.html",
+        _case_form_context(form, patients, kept_images),
+        status=413 if too_large else 400,
     )
 
 

@@ -125,7 +125,8 @@ def test_not_an_image_is_a_400_naming_the_file_and_nothing_is_stored(api, lesion
 
 
 def test_more_than_ten_images_is_400(api, lesion):
-    assert_error(submit(api, lesion, 11), 400, "invalid")
+    error = assert_error(submit(api, lesion, 11), 400, "invalid")
+    assert error["fields"]["images"] == ["A case has at most 10 images."]  # the web form's text
     assert Case.objects.count() == 0
 
 
@@ -133,7 +134,8 @@ def test_oversized_image_is_413_and_nothing_is_stored(api, lesion, settings):
     big = image_bytes(width=400, height=400, seed=3)
     settings.TELEDER_MAX_IMAGE_BYTES = len(big) - 1
     data = {"lesion": lesion.pk, "images": [upload("big.jpg", big)]}
-    assert_error(api.post(CASES, data, format="multipart"), 413, "payload_too_large")
+    error = assert_error(api.post(CASES, data, format="multipart"), 413, "payload_too_large")
+    assert error["message"].startswith("The file is larger than ") and error["message"].endswith("(big.jpg)")
     assert Case.objects.count() == 0
 
 
