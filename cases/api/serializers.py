@@ -283,6 +283,58 @@ class ReportSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
 
+REPORT_STATES = [
+    ("not_reviewed", "No dermatologist's review yet: no report."),
+    ("generating", "Reviewed: the signed report (or, after a correction, its addendum) is being made."),
+    ("available", "The signed report is ready: `id` and `url` point to the newest one."),
+]
+
+
+def _newest_report_uid(case: Case):
+    if hasattr(case, "newest_report_uid"):  # annotated by the list views
+        return case.newest_report_uid
+    if "reports" in getattr(case, "_prefetched_objects_cache", {}):  # the detail view
+        reports = sorted(case.reports.all(), key=lambda r: (r.created_at, r.pk))
+        return reports[-1].uid if reports else None
+    return (
+        Report.objects.filter(case=case).order_by("-created_at", "-pk").values_list("uid", flat=True).first()
+    )
+
+
+class CaseReportSerializer(serializers.Serializer):
+    id = serializers.UUIDField(
+        allow_null=True,
+        help_text="The newest signed report's uid (`GET /reports/{uid}/`); null before the first.",
+    )
+    url = serializers.URLField(allow_null=True, help_text="Download URL of that report's signed PDF.")
+    state = serializers.ChoiceField(choices=REPORT_STATES)
+
+
+@extend_schema_field(CaseReportSerializer)
+class CaseReportField(serializers.Field):
+    """The case's report in one object, so that a client polling a case knows when the report is there."""
+
+    def __init__(self, **kwargs):
+        kwargs["source"] = "*"
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, case: Case) -> dict:
+        uid = _newest_report_uid(case)
+        url = None
+        if uid is not None:
+            path = reverse("api:report-download", kwargs={"uid": uid})
+            request = self.context.get("request")
+            url = request.build_absolute_uri(path) if request else path
+        if case.status == CaseStatus.REPORTED:
+            state = "available"
+        elif case.status == CaseStatus.REVIEWED:
+            state = "generating"
+        else:
+            state = "not_reviewed"
+        return {"id": str(uid) if uid else None, "url": url, "state": state}
+
+
 class CaseListSerializer(serializers.ModelSerializer):
     organization = serializers.IntegerField(source="organization_id")
     lesion = serializers.IntegerField(source="lesion_id")
@@ -295,6 +347,7 @@ class CaseListSerializer(serializers.ModelSerializer):
     )
     image_count = serializers.SerializerMethodField()
     model_version = ModelVersionBriefSerializer(allow_null=True)
+    report = CaseReportField()
 
     class Meta:
         model = Case
@@ -310,6 +363,7 @@ class CaseListSerializer(serializers.ModelSerializer):
             "risk_band",
             "model_version",
             "image_count",
+            "report",
             "created_at",
             "updated_at",
         ]
@@ -325,16 +379,19 @@ class CaseStatusSerializer(serializers.ModelSerializer):
     status = serializers.ChoiceField(choices=CaseStatus.choices)
     risk_band = serializers.ChoiceField(choices=[*RiskBand.choices, ("", "Not analysed")])
     done = serializers.SerializerMethodField(
-        help_text="True once polling can stop (reviewed, reported or failed)."
+        help_text="True once polling can stop: the signed report is available (status `reported`, "
+        "`report.state` `available`) or the analysis failed (status `failed`). Not at `reviewed`: the report "
+        "is still being made then."
     )
+    report = CaseReportField()
 
     class Meta:
         model = Case
-        fields = ["id", "status", "risk", "risk_band", "failure_reason", "done", "updated_at"]
+        fields = ["id", "status", "risk", "risk_band", "failure_reason", "done", "report", "updated_at"]
         read_only_fields = fields
 
     def get_done(self, obj: Case) -> bool:
-        return obj.status in (CaseStatus.REVIEWED, CaseStatus.REPORTED, CaseStatus.FAILED)
+        return obj.status in (CaseStatus.REPORTED, CaseStatus.FAILED)
 
 
 class CaseDetailSerializer(CaseListSerializer):

@@ -27,7 +27,7 @@ from cases.api.permissions import IsPlatformAdminOrReadOnly, IsReviewer
 from cases.api.schema import ApiAutoSchema
 from cases.api.throttling import ApiUserThrottle, LoginThrottle, UploadThrottle
 from cases.audit import audit_record
-from cases.models import Case, CaseStatus, LesionImage, User
+from cases.models import Case, CaseStatus, LesionImage, Report, User
 from cases.vocabulary import Role
 from inference.models import ModelVersion
 
@@ -36,9 +36,45 @@ _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:")
 
 
 class Pagination(PageNumberPagination):
+    """``page`` (1, 2, ...) and ``page_size`` (1-100, default 25). A value that is not one of these is a 400
+    naming the parameter, never silently replaced; a page past the last one is a 404."""
+
     page_size = 25
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def _positive(self, request: Request, name: str, maximum: int | None = None) -> int | None:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1 or (maximum is not None and value > maximum):
+            upper = f" from 1 to {maximum}" if maximum else " of 1 or more"
+            raise s.serializers.ValidationError({name: [f"Give a whole number{upper}."]})
+        return value
+
+    def get_page_size(self, request: Request) -> int:
+        return self._positive(request, self.page_size_query_param, self.max_page_size) or self.page_size
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self._positive(request, self.page_query_param)
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_schema_operation_parameters(self, view) -> list:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["maximum"] = self.max_page_size
+                parameter["description"] = "Results per page, 1-100 (default 25); anything else is a 400."
+            else:
+                parameter["description"] = (
+                    "Page number from 1; 0 or a non-number is a 400, past the last a 404."
+                )
+        return parameters
 
 
 class ApiView(GenericAPIView):
@@ -334,7 +370,12 @@ def _with_counts(qs: QuerySet[Case]) -> QuerySet[Case]:
     # A correlated subquery rather than JOIN + GROUP BY: only the page's rows are counted, and the
     # paginator's COUNT(*) drops the unused annotation instead of grouping every case.
     images = LesionImage.objects.filter(case=OuterRef("pk")).order_by().values("case").annotate(n=Count("pk"))
-    return qs.annotate(image_count=Coalesce(Subquery(images.values("n")), 0))
+    newest_report = (
+        Report.objects.filter(case=OuterRef("pk")).order_by("-created_at", "-pk").values("uid")[:1]
+    )
+    return qs.annotate(
+        image_count=Coalesce(Subquery(images.values("n")), 0), newest_report_uid=Subquery(newest_report)
+    )
 
 
 def _filter_cases(qs: QuerySet[Case], params: dict) -> QuerySet[Case]:
@@ -374,6 +415,7 @@ _CASE_EXAMPLE = {
     "risk_band": "high",
     "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
     "image_count": 1,
+    "report": {"id": None, "url": None, "state": "not_reviewed"},
     "created_at": "2026-11-26T09:12:03Z",
     "updated_at": "2026-11-26T09:12:09Z",
 }
@@ -531,8 +573,9 @@ class CaseStatusView(ApiView):
     @extend_schema(
         tags=["cases"],
         summary="The case's status, cheap enough to poll",
-        description="Poll every few seconds until `done` is true (or the status is awaiting_review, if you only "
-        "want the AI result), then fetch the case.",
+        description="Poll every few seconds until `done` is true: the signed report is available (`report.state` "
+        "`available`, download it from `report.url`) or the analysis failed. If you only want the AI result, "
+        "stop at `awaiting_review`. `reviewed` is not the end: the report is still being signed then.",
         responses=s.CaseStatusSerializer,
         examples=[
             OpenApiExample(
@@ -544,14 +587,34 @@ class CaseStatusView(ApiView):
                     "risk_band": "high",
                     "failure_reason": "",
                     "done": False,
+                    "report": {"id": None, "url": None, "state": "not_reviewed"},
                     "updated_at": "2026-11-26T09:12:09Z",
                 },
                 response_only=True,
-            )
+            ),
+            OpenApiExample(
+                "report available",
+                value={
+                    "id": 42,
+                    "status": "reported",
+                    "risk": 0.81,
+                    "risk_band": "high",
+                    "failure_reason": "",
+                    "done": True,
+                    "report": {
+                        "id": "7d0c3c1e-1f0b-4a53-9d1e-2f5b8f7a6c21",
+                        "url": "https://teleder.example.org/api/v1/reports/7d0c3c1e-1f0b-4a53-9d1e-2f5b8f7a6c21/download/",
+                        "state": "available",
+                    },
+                    "updated_at": "2026-11-26T10:02:41Z",
+                },
+                response_only=True,
+            ),
         ],
     )
     def get(self, request: Request, pk: int) -> Response:
-        return Response(s.CaseStatusSerializer(selectors.case_get(request.user, pk)).data)
+        case = selectors.case_get(request.user, pk)
+        return Response(s.CaseStatusSerializer(case, context={"request": request}).data)
 
 
 class CaseImagesView(ApiView):

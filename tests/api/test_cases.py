@@ -239,3 +239,22 @@ def test_bad_query_parameters_are_4xx(api, make_case, params):
     response = api.get(CASES, params)
     assert response.status_code in (400, 404)
     assert_error(response, response.status_code)
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"page_size": "abc"}, "page_size"),
+        ({"page_size": 0}, "page_size"),
+        ({"page_size": 101}, "page_size"),
+        ({"page": 0}, "page"),
+        ({"page": "first"}, "page"),
+    ],
+)
+def test_invalid_paging_is_a_400_naming_the_parameter(api, params, field):
+    error = assert_error(api.get(CASES, params), 400, "invalid")
+    assert list(error["fields"]) == [field]
+
+
+def test_a_page_past_the_last_is_404(api):
+    assert_error(api.get(CASES, {"page": 2}), 404, "not_found")
