@@ -357,31 +357,54 @@ def load_package(model: str | Path):
     return path, manifest
 
 
-def score_dataset(
-    dataset: Dataset, folder: Path, manifest, *, batch_size: int = 32, progress: bool = True
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Ensemble and per-member probabilities for every record, via ``inference.runtime``."""
+def score_records(
+    dataset: Dataset,
+    folder: Path,
+    manifest,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    mask_metadata: bool = False,
+) -> dict[str, np.ndarray]:
+    """Everything the ensemble says about every record, via ``inference.runtime``: ``probability`` (calibrated
+    when the package is), ``raw_probability``, ``member_<name>`` and, when the package declares a differential,
+    ``classes`` (N, C; calibrated like the risk). ``mask_metadata``: score as if age, sex and site were unknown
+    (how much the metadata moves the scores)."""
     from inference.runtime import CPU, Ensemble, RuntimeConfig
 
     ensemble = Ensemble(folder, manifest, RuntimeConfig(providers=(CPU,)))
-    probabilities: list[float] = []
-    members: dict[str, list[float]] = defaultdict(list)
+    out: dict[str, list] = defaultdict(list)
     starts = range(0, len(dataset.records), batch_size)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="scoring", unit="batch", mininterval=5)
+    differential = manifest.differential
     for start in starts:
         chunk = dataset.records[start : start + batch_size]
-        inputs = ensemble.prepare(
-            [r.path for r in chunk], [(r.age, r.sex or None, r.site or None) for r in chunk]
-        )
-        outcomes, _ = ensemble.run(inputs)
+        metadata = [
+            (None, None, None) if mask_metadata else (r.age, r.sex or None, r.site or None) for r in chunk
+        ]
+        outcomes, _ = ensemble.run(ensemble.prepare([r.path for r in chunk], metadata))
         for outcome in outcomes:
-            probabilities.append(outcome.probability)
+            out["probability"].append(outcome.probability)
+            out["raw_probability"].append(
+                outcome.probability if outcome.raw_probability is None else outcome.raw_probability
+            )
             for name, value in outcome.member_probabilities.items():
-                members[name].append(value)
-    return np.array(probabilities), {k: np.array(v) for k, v in members.items()}
+                out[f"member_{name}"].append(value)
+            if differential is not None and outcome.class_probabilities:
+                out["classes"].append([outcome.class_probabilities[c] for c in differential.classes])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def score_dataset(
+    dataset: Dataset, folder: Path, manifest, *, batch_size: int = 32, progress: bool = True
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Ensemble and per-member probabilities for every record, via ``inference.runtime``."""
+    scored = score_records(dataset, folder, manifest, batch_size=batch_size, progress=progress)
+    members = {k[len("member_") :]: v for k, v in scored.items() if k.startswith("member_")}
+    return scored["probability"], members
 
 
 def evaluate_csv(
