@@ -236,11 +236,14 @@ def _declare_class_output(members: list[dict], choice: str) -> dict | None:
 
 
 def _package_options(args, differential: dict | None) -> dict:
+    from training.package import card_section
+
     return {
         "differential": differential,
         "calibrate": not args.no_calibration,
         "scores": args.scores,
         "allow_subgroup_shortfall": args.allow_subgroup_shortfall,
+        "card_sections": [card_section(path) for path in args.card_section or []],
     }
 
 
@@ -401,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--scores",
         help="reuse saved validation scores of these same members (validation_scores.npz or evaluate --out's "
         "scores.npz; needs image_id and raw_probability or probability) instead of running them",
+    )
+    p.add_argument(
+        "--card-section",
+        action="append",
+        help="a Markdown file printed as a model card section (first line: its title); repeatable",
     )
     p.add_argument(
         "--allow-subgroup-shortfall",

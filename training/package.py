@@ -104,6 +104,7 @@ def build_package(
     calibrate: bool = True,
     scores: str | Path | None = None,
     allow_subgroup_shortfall: bool = False,
+    card_sections: list[dict] | None = None,
 ) -> dict:
     """``members``: [{name, onnx (path), image_spec (dict), output, backbone, run_dir?, parity_max_abs_diff?}].
 
@@ -114,6 +115,7 @@ def build_package(
     manifest.json, model_card.md/.json, roc.png, reliability.png and validation_scores.npz.
 
     Member dicts may carry ``outputs`` ({key: tensor}) and ``differential`` the manifest's differential entry.
+    ``card_sections``: [{title, markdown}] printed in the model card (measurements made outside the package).
     ``calibrate``: fit the calibration map on the validation scores (``training.calibrate``) and choose the
     threshold and risk bands on the calibrated scores. ``scores``: reuse saved validation scores of these same
     members instead of running them. The threshold must keep sensitivity >= 0.90 in every age band and source
@@ -261,7 +263,9 @@ def build_package(
         "summary": (
             f"Ensemble of {len(members)} dual-input EfficientNet members (image + age/sex/site) for "
             "binary malignant-vs-benign triage of dermoscopic images; ONNX fp32, horizontal-flip TTA "
-            f"{'on' if tta else 'off'}; probabilities are averaged."
+            f"{'on' if tta else 'off'}; probabilities are averaged"
+            + (f", then calibrated ({calibration.method})" if calibration else "")
+            + ("; with a seven-class differential (the members' diagnosis softmax)." if differential else ".")
         ),
         "intended_use": (
             "Decision support inside TeleDerm: flags cases for dermatologist review and orders "
@@ -287,6 +291,7 @@ def build_package(
         "sensitivity_shortfalls": shortfalls,
         "scores_file": {"path": str(scores), "sha256": sha256_file(Path(scores))} if scores else None,
         "data_sources": data_sources(data),
+        "extra_sections": card_sections or [],
         "limitations": LIMITATIONS,
     }
     (out / "model_card.json").write_text(json.dumps(card, indent=2))
@@ -342,3 +347,10 @@ def data_sources(data) -> list[dict]:
                     section.append(line)
         out.append({"csv": str(csv_file), "licences": "\n".join(section).strip() or None})
     return out
+
+
+def card_section(path: str | Path) -> dict:
+    """A Markdown file as a model card section: its first line (without leading '#') is the title."""
+    text = Path(path).read_text(encoding="utf-8")
+    first, _, rest = text.partition("\n")
+    return {"title": first.lstrip("#").strip(), "markdown": rest.strip()}
