@@ -109,8 +109,23 @@ def _cmd_evaluate(args) -> int:
             f"{report['model']} on {report['n']} images ({report['positives']} malignant): "
             f"AUC {report['auc']:.4f}, sensitivity {report['sensitivity']:.3f}, "
             f"specificity {report['specificity']:.3f} at threshold {report['threshold']:.4f}, "
-            f"ECE {report['ece']:.3f}"
+            f"ECE {report['ece']:.3f} (before calibration {report['ece_before_calibration']:.3f})"
         )
+        extras = {
+            "melanoma sensitivity": report.get("melanoma_sensitivity"),
+            "balanced accuracy (7 classes)": report.get("balanced_accuracy"),
+        }
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in extras.items() if v is not None))
+        for band, value in report["age_band_sensitivity"].items():
+            positives = report["subgroups"]["age_band"][band]["positives"]
+            print(f"  age {band}: sensitivity {value:.3f} ({positives} malignant)")
+        for pattern, row in report["missingness"].items():
+            auc = "n/a" if row["auc"] is None else f"{row['auc']:.4f}"
+            print(f"  metadata {pattern}: n={row['n']} AUC {auc}")
+        for shortfall in report["sensitivity_shortfalls"]:
+            print(
+                f"  WARNING: {shortfall['group']} {shortfall['value']} sensitivity {shortfall['sensitivity']:.3f}"
+            )
         for source, row in report["subgroups"]["source"].items():
             auc = "n/a" if row["auc"] is None else f"{row['auc']:.4f}"
             rates = ", ".join(
