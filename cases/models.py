@@ -265,6 +265,18 @@ class Prediction(models.Model):
     def __str__(self) -> str:
         return f"{self.probability:.3f} for {self.image} ({self.model_version})"
 
+    def top_diagnoses(self, n: int = 3) -> list[tuple[str, float]]:
+        """The AI differential's ``n`` most probable diagnoses as (label, probability), most probable first;
+        empty when the model gives no class probabilities."""
+        labels = dict(Diagnosis.choices)
+        items = [
+            (str(k), float(v))
+            for k, v in (self.class_probabilities or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        items.sort(key=lambda kv: -kv[1])
+        return [(labels.get(k, k), p) for k, p in items[:n]]
+
 
 class Review(models.Model):
     """A dermatologist's assessment of a case. A correction is a new review that supersedes the earlier one."""

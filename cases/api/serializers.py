@@ -211,7 +211,10 @@ class PredictionSerializer(serializers.ModelSerializer):
         child=serializers.FloatField(), help_text="Ensemble member name -> probability of malignancy."
     )
     class_probabilities = serializers.DictField(
-        child=serializers.FloatField(), help_text="Class -> probability (multiclass models only)."
+        child=serializers.FloatField(),
+        help_text="Diagnosis -> probability: the AI's seven-class differential (akiec, bcc, bkl, df, mel, nv, "
+        "vasc; its malignant classes sum to `probability`) when the model provides one, the classes of a "
+        "multiclass model, or empty.",
     )
 
     class Meta:

@@ -52,6 +52,7 @@ class ImageRow:
     model_version: str
     width: int = 150  # points on the page, aspect ratio kept
     height: int = 112
+    top_diagnoses: tuple[tuple[str, float], ...] = ()  # the AI differential's top three (label, probability)
 
 
 @dataclass(frozen=True)

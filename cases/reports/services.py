@@ -51,6 +51,7 @@ def _image_rows(case: Case) -> list[render.ImageRow]:
                 model_version=str(prediction.model_version) if prediction else "",
                 width=thumb.width,
                 height=thumb.height,
+                top_diagnoses=tuple(prediction.top_diagnoses()) if prediction else (),
             )
         )
     return rows
