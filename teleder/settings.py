@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "cases",
     "inference",
+    "interop",
 ]
 
 MIDDLEWARE = [
@@ -366,6 +367,7 @@ SPECTACULAR_SETTINGS.update(
             {"name": "review", "description": "The dermatologist's queue and reviews."},
             {"name": "reports", "description": "Signed PDF reports: download and verify."},
             {"name": "models", "description": "AI model versions (read-only except for administrators)."},
+            {"name": "interop", "description": "FHIR R4 results, DICOM images and ISIC metadata exchange."},
         ],
     }
 )

@@ -8,6 +8,7 @@ from cases.audit_export import audit_export
 urlpatterns = [
     path("admin/audit/export.csv", audit_export, name="audit_export"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("interop.urls")),
     path("api/", include("cases.api.urls")),
     path("reports/", include("cases.reports.urls")),
     path("", include("teleder.health")),
