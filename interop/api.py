@@ -7,19 +7,23 @@ import json
 import re
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from cases import selectors as case_selectors
 from cases.api.errors import Conflict
-from cases.api.serializers import ErrorSerializer
-from cases.api.views import ApiView
+from cases.api.serializers import ErrorSerializer, ImageSerializer
+from cases.api.throttling import UploadThrottle
+from cases.api.views import ApiView, _check_file_sizes, _check_upload_size
 from cases.audit import audit_record
-from interop import fhir
+from interop import fhir, services
 from interop import selectors as interop_selectors
 
 FHIR_MEDIA_TYPE = "application/fhir+json"
@@ -135,3 +139,59 @@ class DiagnosticReportSearchView(FhirView):
             records, total=total, self_url=request.build_absolute_uri(), now=timezone.now()
         )
         return self.fhir_response(bundle)
+
+
+# DICOM ------------------------------------------------------------------------------------------------
+
+
+class DicomImportSerializer(serializers.Serializer):
+    file = serializers.FileField(
+        help_text="One DICOM Part 10 file: a single-frame VL Photographic or Dermoscopic Photography image."
+    )
+
+
+class CaseDicomView(ApiView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    def get_throttles(self) -> list:
+        throttles = super().get_throttles()
+        return [*throttles, UploadThrottle()] if self.request.method == "POST" else throttles
+
+    @extend_schema(
+        tags=["interop"],
+        summary="The case's images as DICOM (a ZIP of VL Photographic Image files)",
+        description="One `IMGnnnn.dcm` per image: VL Photographic Image Storage, modality XC, the "
+        "dermoscopic photography procedure code, the anatomic region of the lesion site and the laterality "
+        "when the lesion's label names a side. The patient is identified by the pseudonymous reference only; "
+        "study and series UIDs stay the same for the case. JPEG images are kept byte for byte (JPEG "
+        "Baseline), PNG images are written as uncompressed RGB.",
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The ZIP of DICOM files."
+            )
+        },
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        case = case_selectors.case_get(request.user, pk)
+        export = services.dicom_export(actor=request.user, case=case, via="api")
+        response = HttpResponse(export.content, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
+        return response
+
+    @extend_schema(
+        tags=["interop"],
+        summary="Add a DICOM dermoscopy image to a case (before its analysis starts)",
+        description="Upload one DICOM file as `file`. Its pixels are decoded, checked by the same upload "
+        "validator as any image and stored re-encoded; no DICOM attribute is kept. Refused with 400 (field "
+        "`file`): another modality (e.g. CT), an unsupported transfer syntax, several frames, a damaged file. "
+        "Only the submitting clinician, while the case is submitted.",
+        request={"multipart/form-data": DicomImportSerializer},
+        responses={201: ImageSerializer(many=True)},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        _check_upload_size(request)
+        case = case_selectors.case_get(request.user, pk)
+        data = self.body(DicomImportSerializer)
+        _check_file_sizes([data["file"]])
+        stored = services.dicom_import(actor=request.user, case=case, upload=data["file"])
+        return Response(ImageSerializer(stored, many=True).data, status=status.HTTP_201_CREATED)

@@ -8,6 +8,7 @@ from interop import api
 app_name = "interop"
 
 urlpatterns = [
+    path("cases/<id:pk>/dicom", api.CaseDicomView.as_view(), name="case-dicom"),
     path("cases/<id:pk>/fhir", api.CaseFhirView.as_view(), name="case-fhir"),
     path(
         "fhir/DiagnosticReport", api.DiagnosticReportSearchView.as_view(), name="fhir-diagnosticreport-search"

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from cases.audit_export import audit_export
+from interop.views import case_dicom_zip
 
 urlpatterns = [
     path("admin/audit/export.csv", audit_export, name="audit_export"),
@@ -12,6 +13,7 @@ urlpatterns = [
     path("api/", include("cases.api.urls")),
     path("reports/", include("cases.reports.urls")),
     path("", include("teleder.health")),
+    path("cases/<int:case_id>/dicom.zip", case_dicom_zip, name="case_dicom_zip"),
     path("", include("cases.urls")),
 ]
 
