@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 
 from cases import selectors
-from cases.models import Case, LesionImage, Prediction, Report, User
+from cases.models import Case, LesionImage, Prediction, Report, Review, User
 from interop.fhir import CaseRecord
 
 logger = logging.getLogger(__name__)
@@ -104,3 +104,23 @@ def reported_cases_of_patient(user: User, patient_id: int) -> QuerySet[Case]:
         .distinct()
         .order_by("-created_at", "-pk")
     )
+
+
+def reported_cases(*, organization: str = "") -> list[tuple[Case, Review]]:
+    """Every reported case (optionally of one organization, by slug) with its current signed review, oldest
+    first. For exports run by operators (management commands), not for users: no visibility filter."""
+    cases = (
+        Case.objects.filter(reports__isnull=False)
+        .select_related("lesion__patient", "organization")
+        .distinct()
+        .order_by("pk")
+    )
+    if organization:
+        cases = cases.filter(organization__slug=organization)
+    out = []
+    for case in cases:
+        report = (
+            Report.objects.filter(case=case).select_related("review").order_by("-created_at", "-pk").first()
+        )
+        out.append((case, report.review))
+    return out

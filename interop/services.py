@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
@@ -13,7 +15,7 @@ from django.core.exceptions import ValidationError
 from cases import services as case_services
 from cases.audit import audit_record
 from cases.models import Case, LesionImage, User
-from interop import dicom
+from interop import dicom, isic
 from interop import selectors as interop_selectors
 
 
@@ -88,3 +90,53 @@ def dicom_import(*, actor: User, case: Case, upload: BinaryIO) -> list[LesionIma
     stored = case_services.case_add_images(actor=actor, case=case, images=[image])
     audit_record(actor=actor, action="case.dicom_import", obj=case, images=len(stored))
     return stored
+
+
+# ISIC-style CSV export ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IsicExport:
+    csv_path: Path
+    cases: int
+    rows: int
+
+
+def isic_export(*, out_dir: Path, organization: str = "", with_images: bool = True) -> IsicExport:
+    """Write ``metadata.csv`` (ISIC columns, values validated with the ISIC Archive's schema) and, unless
+    ``with_images`` is false, the images under ``images/``, for every reported case (label: the current signed
+    review). Ids are TeleDerm-made (``TD_<case>_<n>``, ``TDP_<patient>``, ``TDL_<lesion>``): the organization's
+    patient references stay out of the data set. Each exported case is audited."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / "metadata.csv"
+    if csv_path.exists():
+        raise FileExistsError(f"{csv_path} exists already; choose an empty folder.")
+    cases = interop_selectors.reported_cases(organization=organization)
+    rows = n_cases = 0
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=isic.EXPORT_COLUMNS)
+        writer.writeheader()
+        for case, review in cases:
+            n_cases += 1
+            for image in interop_selectors.case_images(case):
+                isic_id = f"TD_{case.pk:07d}_{image.position + 1}"
+                filename = f"images/{isic_id}.{'png' if image.content_type == 'image/png' else 'jpg'}"
+                if with_images:
+                    (out_dir / "images").mkdir(exist_ok=True)
+                    (out_dir / filename).write_bytes(interop_selectors.image_bytes(image))
+                writer.writerow(
+                    isic.export_row(
+                        isic_id=isic_id,
+                        filename=filename,
+                        patient_id=f"TDP_{case.lesion.patient_id}",
+                        lesion_id=f"TDL_{case.lesion_id}",
+                        age=case.age_at_submission,
+                        sex=case.sex_at_submission,
+                        site=case.site_at_submission,
+                        diagnosis=review.diagnosis,
+                        malignant=review.malignant,
+                    )
+                )
+                rows += 1
+            audit_record(actor=None, action="case.isic_export", obj=case, review=review.pk)
+    return IsicExport(csv_path=csv_path, cases=n_cases, rows=rows)
