@@ -11,6 +11,7 @@ when an addendum amends it (``meta.versionId`` counts the signed reports).
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import uuid
 from collections.abc import Iterable
@@ -38,7 +39,9 @@ def _ref(resource: dict) -> dict:
 
 
 def _instant(moment) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC, "Z", microseconds only when there are any: the form fhir.resources writes, so a parse and a dump
+    give back the same text."""
+    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _concept(coding: Iterable[Concept | None], text: str) -> dict:

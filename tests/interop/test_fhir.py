@@ -255,3 +255,17 @@ def test_every_stored_site_and_diagnosis_is_mapped():
 
     assert set(codes.SITE_SNOMED) == set(Site.values)
     assert set(codes.DIAGNOSIS_SNOMED) == set(Diagnosis.values)
+
+
+def test_runtime_validation_when_switched_on(settings, client_for, clinician, reported_case):
+    settings.TELEDER_FHIR_VALIDATE = True
+    bundle = fetch_bundle(client_for(clinician), reported_case)
+    assert Bundle.model_validate(bundle).type == "collection"
+
+
+def test_json_is_accepted_too(client_for, clinician, reported_case):
+    response = client_for(clinician).get(
+        f"/api/v1/cases/{reported_case.pk}/fhir", HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 200 and response["Content-Type"].startswith("application/json")
+    assert response.json()["resourceType"] == "Bundle"
