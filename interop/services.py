@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import BinaryIO
 
@@ -26,6 +27,13 @@ class DicomExport:
     instances: int
 
 
+def _software_version() -> str:
+    try:
+        return f"TeleDerm {metadata.version('teleder')}"
+    except metadata.PackageNotFoundError:
+        return "TeleDerm"
+
+
 def export_case(case: Case) -> dicom.ExportCase:
     patient = case.lesion.patient
     return dicom.ExportCase(
@@ -38,7 +46,7 @@ def export_case(case: Case) -> dicom.ExportCase:
         site=case.site_at_submission,
         lesion_label=case.lesion.label,
         referrer_name=case.submitted_by.display_name,
-        software_version=str(case.model_version) if case.model_version_id else "",
+        software_version=_software_version(),
     )
 
 
