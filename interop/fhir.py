@@ -202,8 +202,8 @@ def differential_observations(
     out = []
     for image in record.images:
         prediction = record.predictions.get(image.pk)
-        if prediction is None or not prediction.class_probabilities:
-            continue
+        if prediction is None or not set(prediction.class_probabilities or {}) & set(Diagnosis.values):
+            continue  # no differential (a binary model's benign/malignant pair is the risk Observation)
         for label, value in sorted(prediction.class_probabilities.items()):
             try:
                 probability = float(value)

@@ -204,3 +204,25 @@ def test_import_after_analysis_is_refused(client_for, clinician, analysed_case):
     response = post(client_for(clinician), analysed_case, dicom_file())
     assert response.status_code == 400
     assert analysed_case.images.count() == 2
+
+
+def test_case_page_links_the_exports(client, clinician, password, reported_case, make_case):
+    client.login(username=clinician.username, password=password)
+    page = client.get(f"/cases/{reported_case.pk}/").content.decode()
+    assert f"/cases/{reported_case.pk}/dicom.zip" in page and f"/api/v1/cases/{reported_case.pk}/fhir" in page
+    fresh = make_case(1)
+    page = client.get(f"/cases/{fresh.pk}/").content.decode()
+    assert f"/cases/{fresh.pk}/dicom.zip" in page and "/fhir" not in page
+
+
+def test_only_the_submitter_imports(client_for, dermatologist, make_case):
+    case = make_case(1)
+    response = post(client_for(dermatologist), case, dicom_file())
+    assert response.status_code == 403
+    assert case.images.count() == 1
+
+
+def test_platform_admin_exports_any_organization(client_for, platform_admin, reported_case):
+    client = client_for(platform_admin)
+    assert client.get(f"/api/v1/cases/{reported_case.pk}/fhir").status_code == 200
+    assert client.get(f"/api/v1/cases/{reported_case.pk}/dicom").status_code == 200

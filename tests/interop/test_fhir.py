@@ -269,3 +269,11 @@ def test_json_is_accepted_too(client_for, clinician, reported_case):
     )
     assert response.status_code == 200 and response["Content-Type"].startswith("application/json")
     assert response.json()["resourceType"] == "Bundle"
+
+
+def test_a_binary_models_class_pair_is_no_differential(client_for, clinician, reported_case):
+    Prediction.objects.filter(image__case=reported_case).update(
+        class_probabilities={"benign": 0.18, "malignant": 0.82}
+    )
+    bundle = fetch_bundle(client_for(clinician), reported_case)
+    assert len(resources(bundle, "Observation")) == 1
