@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "cases",
     "inference",
+    "interop",
 ]
 
 MIDDLEWARE = [
@@ -262,6 +263,10 @@ TELEDER_MAX_IMAGE_BYTES = int(os.environ.get("TELEDER_MAX_IMAGE_BYTES", str(15 *
 TELEDER_MAX_CASE_BYTES = int(os.environ.get("TELEDER_MAX_CASE_BYTES", str(60 * 1024 * 1024)))
 TELEDER_MAX_IMAGE_PIXELS = int(os.environ.get("TELEDER_MAX_IMAGE_PIXELS", str(50_000_000)))
 TELEDER_MAX_IMAGES_PER_CASE = 10
+# FHIR exports (interop/): validate every Bundle with the fhir.resources models before sending it. The tests
+# validate every resource the mapper makes; this repeats it per request (about 1.5 ms per resource, see
+# docs/interop.md), so it is off by default.
+TELEDER_FHIR_VALIDATE = env_bool("TELEDER_FHIR_VALIDATE", False)
 TELEDER_DAILY_UPLOAD_QUOTA = int(os.environ.get("TELEDER_DAILY_UPLOAD_QUOTA", "500"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -384,6 +389,7 @@ SPECTACULAR_SETTINGS.update(
             {"name": "review", "description": "The dermatologist's queue and reviews."},
             {"name": "reports", "description": "Signed PDF reports: download and verify."},
             {"name": "models", "description": "AI model versions (read-only except for administrators)."},
+            {"name": "interop", "description": "FHIR R4 results, DICOM images and ISIC metadata exchange."},
         ],
     }
 )

@@ -4,13 +4,16 @@ from django.contrib import admin
 from django.urls import include, path
 
 from cases.audit_export import audit_export
+from interop.views import case_dicom_zip
 
 urlpatterns = [
     path("admin/audit/export.csv", audit_export, name="audit_export"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("interop.urls")),
     path("api/", include("cases.api.urls")),
     path("reports/", include("cases.reports.urls")),
     path("", include("teleder.health")),
+    path("cases/<int:case_id>/dicom.zip", case_dicom_zip, name="case_dicom_zip"),
     path("", include("cases.urls")),
 ]
 

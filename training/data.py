@@ -186,6 +186,8 @@ def load_dataset(
         columns = set(reader.fieldnames or [])
         if {"image_id", "filename", "diagnosis"} <= columns:
             fmt = "teleder"
+        elif "isic_id" in columns and columns & {"diagnosis", "diagnosis_1", "benign_malignant"}:
+            fmt = "isic"
         elif {"image_name", "target"} <= columns:
             fmt = "siim"
             if image_dir is None and (csv_path.parent / "jpeg" / "train").is_dir():
@@ -211,7 +213,37 @@ def load_dataset(
     return Dataset(str(csv_path), task, records, bad)
 
 
+def isic_row(row: dict) -> dict:
+    """An ISIC Archive metadata row (``isic_id``, ``anatom_site_general``, ``diagnosis`` or ``diagnosis_1..5``,
+    ``age_approx``, ``sex``, ``lesion_id``/``patient_id``; e.g. TeleDerm's ``export_isic_csv``) as a TeleDerm
+    labels row. The vocabulary mapping is ``interop.isic``; the image is ``filename`` or ``<isic_id>.jpg``."""
+    from interop.isic import isic_label, site_from_isic
+
+    isic_id = _clean(row.get("isic_id"))
+    if not isic_id:
+        raise ValueError("isic_id is empty")
+    label = isic_label(row)
+    if label.malignant is None:
+        raise ValueError(f"ISIC diagnosis {label.diagnosis!r} gives no benign/malignant label")
+    patient = _clean(row.get("patient_id"))
+    return {
+        "image_id": isic_id,
+        "filename": _clean(row.get("filename")) or f"{isic_id}.jpg",
+        "diagnosis": label.ham_class or label.diagnosis.lower() or "unknown",
+        "malignant": str(label.malignant),
+        "age": _clean(row.get("age_approx")),
+        "sex": _clean(row.get("sex")),
+        "anatom_site": site_from_isic(
+            _clean(row.get("anatom_site_general")), _clean(row.get("anatom_site_1") or row.get("anatom_site"))
+        ),
+        "lesion_id": _clean(row.get("lesion_id")) or (f"patient:{patient}" if patient else ""),
+        "source": _clean(row.get("source")) or "isic",
+    }
+
+
 def _record(row: dict, fmt: str, base: Path, task: str, line: int, check_images: bool) -> Record:
+    if fmt == "isic":  # an ISIC Archive metadata CSV (isic_id, anatom_site_general, diagnosis, ...)
+        row, fmt = isic_row(row), "teleder"
     if fmt == "teleder":
         image_id = _clean(row["image_id"])
         path = base / _clean(row["filename"])
