@@ -160,7 +160,7 @@ def case_create(request: HttpRequest) -> HttpResponse:
             form.add_error("images", message)
         if not uploads and not kept:
             form.add_error("images", "Add at least one image.")
-    kept_images = staging.describe(kept + new_tokens)
+    kept_images = staging.describe(list(dict.fromkeys(kept + new_tokens)))
     return render(
         request, "cases/case_form.html", _case_form_context(form, patients, kept_images), status=400
     )
