@@ -14,7 +14,7 @@ from cases import selectors, services
 from cases.audit import audit_record
 from cases.forms import CaseForm, PatientForm, PatientSearchForm, StagedImages, add_service_errors
 from cases.models import CaseStatus
-from cases.views.common import case_context, case_payload, paginate, role_required
+from cases.views.common import case_context, case_payload, case_workflow_context, paginate, role_required
 from cases.vocabulary import Role
 
 SUBMITTERS = (Role.CLINICIAN, Role.ADMIN)
@@ -30,6 +30,7 @@ def home(request: HttpRequest) -> HttpResponse:
         context["queue_top"] = queue[:5]
         context["queue_counts"] = _band_counts(queue)
         context["queue_total"] = queue.count()
+        context["turnaround"] = selectors.turnaround_by_organization(user)
     elif user.is_platform_admin:
         from inference.selectors import active_model_version
 
@@ -138,9 +139,11 @@ def case_create(request: HttpRequest) -> HttpResponse:
 
     form = CaseForm(request.POST, request.FILES, patients=patients, lesions=lesions)
     uploads = request.FILES.getlist("images")
+    draft = bool(request.POST.get("save_draft"))
     if form.is_valid():
         try:
-            case = _submit(user, form.cleaned_data, staging.open(kept) + list(form.cleaned_data["images"]))
+            images = staging.open(kept) + list(form.cleaned_data["images"])
+            case = _submit(user, form.cleaned_data, images, draft=draft)
         except ValidationError as exc:
             # A concurrent double submit may have won while this one ran: lead to its case.
             existing = _submitted_with_key(user, key)
@@ -151,14 +154,17 @@ def case_create(request: HttpRequest) -> HttpResponse:
             form.add_error(None, str(exc))
         else:
             staging.discard(kept)
-            messages.success(request, f"Case {case.pk} submitted. The AI analysis starts now.")
+            if draft:
+                messages.success(request, f"Draft case {case.pk} saved. Add images, then submit it.")
+            else:
+                messages.success(request, f"Case {case.pk} submitted. The AI analysis starts now.")
             return redirect("case_detail", case_id=case.pk)
 
     new_tokens, image_errors = staging.stage(uploads)
     if "images" not in form.errors:
         for message in image_errors:
             form.add_error("images", message)
-        if not uploads and not kept:
+        if not uploads and not kept and not draft:
             form.add_error("images", "Add at least one image.")
     kept_images = staging.describe(list(dict.fromkeys(kept + new_tokens)))
     return render(
@@ -172,7 +178,7 @@ def _submitted_with_key(user, key: str):
     return selectors.cases_visible_to(user).filter(submitted_by=user, submission_key=key).first()
 
 
-def _submit(user, data: dict, images: list):
+def _submit(user, data: dict, images: list, *, draft: bool = False):
     """The patient and lesion a new case needs, and the case, in one transaction: all or nothing."""
     with transaction.atomic():
         patient = data["patient"]
@@ -197,6 +203,7 @@ def _submit(user, data: dict, images: list):
             clinical_notes=data["clinical_notes"],
             priority=data["priority"],
             submission_key=data["submission_key"],
+            draft=draft,
         ).case
 
 
@@ -241,6 +248,7 @@ def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
     audit_record(actor=request.user, action="case.view", obj=case)
     context = case_context(case)
     context["can_review"] = selectors.can_review(request.user, case)
+    context.update(case_workflow_context(request.user, case))
     return render(request, "cases/case_detail.html", context)
 
 

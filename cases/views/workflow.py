@@ -83,7 +83,12 @@ def notification_outbox(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "cases/notification_outbox.html",
-        {"page": paginate(request, rows), "status": status, "statuses": NotificationStatus.choices},
+        {
+            "page": paginate(request, rows),
+            "status": status,
+            "statuses": NotificationStatus.choices,
+            "query": f"status={status}" if status in NotificationStatus.values else "",
+        },
     )
 
 
