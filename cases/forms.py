@@ -88,8 +88,23 @@ class PatientSearchForm(forms.Form):
 class CaseForm(forms.Form):
     """A new case: an existing or new patient, an existing or new lesion, notes and 1-10 images."""
 
+    patient_query = forms.CharField(
+        label="Patient",
+        max_length=64,
+        required=False,
+        help_text="Type the patient's reference to search your organization; leave empty for a new patient.",
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "off",
+                "list": "patient-options",
+                "spellcheck": "false",
+                "role": "combobox",
+            }
+        ),
+    )
+    # Set by the typeahead (or resolved from ``patient_query`` on the server when scripts are off).
     patient = forms.ModelChoiceField(
-        queryset=Patient.objects.none(), required=False, empty_label="New patient"
+        queryset=Patient.objects.none(), required=False, widget=forms.HiddenInput
     )
     new_patient_reference = forms.CharField(
         label="New patient reference",
@@ -116,7 +131,8 @@ class CaseForm(forms.Form):
     images = MultipleImageField(
         label="Images",
         required=False,
-        widget=MultipleImageInput(attrs={"accept": ACCEPTED_IMAGE_TYPES}),
+        # capture: phones offer the back camera first (the gallery stays available on most).
+        widget=MultipleImageInput(attrs={"accept": ACCEPTED_IMAGE_TYPES, "capture": "environment"}),
     )
     submission_key = forms.CharField(max_length=64, widget=forms.HiddenInput)
 
@@ -132,6 +148,16 @@ class CaseForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        query = (data.get("patient_query") or "").strip()
+        if data.get("patient") is None and query:
+            data["patient"] = self.fields["patient"].queryset.filter(reference__iexact=query).first()
+            if data["patient"] is None and not (data.get("new_patient_reference") or "").strip():
+                self.add_error(
+                    "patient_query",
+                    f"No patient '{query}' in your organization. Pick one from the suggestions, or clear "
+                    "this field and add a new patient below.",
+                )
+                return data
         patient, lesion = data.get("patient"), data.get("lesion")
         if patient is None and not (data.get("new_patient_reference") or "").strip():
             self.add_error("new_patient_reference", "Choose a patient or give a reference for a new one.")

@@ -127,7 +127,8 @@ def case_create(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         initial = {}
         if request.GET.get("patient"):
-            initial["patient"] = selectors.patient_get(user, request.GET["patient"]).pk
+            chosen = selectors.patient_get(user, request.GET["patient"])
+            initial.update(patient=chosen.pk, patient_query=chosen.reference)
         form = CaseForm(initial=initial, patients=patients, lesions=lesions)
         return render(request, "cases/case_form.html", _case_form_context(form, patients, []))
 
