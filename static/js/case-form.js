@@ -128,6 +128,7 @@
   }
   function syncLesion() { document.getElementById("new-lesion").hidden = !!lesionSelect.value; }
   patientQuery.addEventListener("input", function () {
+    syncPatient();  // at once: a changed reference must not keep the previous patient while the search runs
     window.clearTimeout(timer);
     timer = window.setTimeout(search, 200);
   });

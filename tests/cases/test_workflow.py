@@ -239,3 +239,46 @@ def test_turnaround_median_and_p90_per_organization(client, make_case, dermatolo
     client.force_login(dermatologist)
     home = client.get(reverse("home")).content.decode()
     assert "Turnaround" in home and "3.0 h" in home and "30.0 h" in home
+
+
+def test_turnaround_in_the_api(client_for_api, make_case, dermatologist, analyse, org):
+    now = timezone.now()
+    case = analyse(make_case(1))
+    _report(case, dermatologist, submitted_hours_ago=5, signed_hours_ago=3, now=now)
+    body = client_for_api(dermatologist).get("/api/v1/stats/turnaround/").json()
+    assert body["days"] == 7
+    assert body["results"] == [
+        {
+            "organization_id": org.pk,
+            "organization": org.name,
+            "reports": 1,
+            "median_hours": 2.0,
+            "p90_hours": 2.0,
+        }
+    ]
+
+
+def test_patient_typeahead_is_scoped_to_the_organization(client, clinician, other_clinician, org, other_org):
+    from tests.factories import PatientFactory
+
+    PatientFactory(organization=org, created_by=clinician, reference="NORTH-17")
+    PatientFactory(organization=other_org, created_by=other_clinician, reference="NORTH-18")
+    client.force_login(clinician)
+    results = client.get(reverse("patient_search"), {"q": "north"}).json()["results"]
+    assert [r["reference"] for r in results] == ["NORTH-17"]
+    assert client.get(reverse("patient_search"), {"q": ""}).json()["results"] == []
+
+
+def test_a_typed_reference_is_resolved_without_scripts(client, clinician, patient, lesion):
+    client.force_login(clinician)
+    data = {
+        "patient_query": patient.reference.lower(),
+        "lesion": lesion.pk,
+        "priority": "routine",
+        "submission_key": "typed",
+        "images": [upload("a.jpg", seed=1)],
+    }
+    assert client.post(reverse("case_create"), data).status_code == 302
+    assert Case.objects.get().lesion == lesion
+    response = client.post(reverse("case_create"), {**data, "patient_query": "NOBODY", "submission_key": "n"})
+    assert response.status_code == 400 and "No patient &#x27;NOBODY&#x27;" in response.content.decode()
