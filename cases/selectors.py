@@ -5,10 +5,15 @@ gets a 404 for a case id they guess, whatever URL they try.
 """
 
 import datetime as dt
+import math
+import statistics
 import uuid
+from dataclasses import dataclass
 
 from django.core.exceptions import ValidationError
-from django.db.models import F, Prefetch, Q, QuerySet
+from django.db.models import Case as DbCase
+from django.db.models import F, Prefetch, Q, QuerySet, Value, When
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -17,6 +22,7 @@ from cases.models import (
     AuditEvent,
     Case,
     CaseStatus,
+    ImageRequest,
     Lesion,
     LesionImage,
     Organization,
@@ -26,7 +32,7 @@ from cases.models import (
     Review,
     User,
 )
-from cases.vocabulary import Role
+from cases.vocabulary import Priority, Role
 
 
 def organizations_for(user: User) -> QuerySet[Organization]:
@@ -77,6 +83,10 @@ def case_detail(user: User, case_id: int | str) -> Case:
             ),
             Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("created_at")),
             Prefetch("reports", queryset=Report.objects.select_related("signer").order_by("created_at")),
+            Prefetch(
+                "image_requests",
+                queryset=ImageRequest.objects.select_related("requested_by").order_by("created_at"),
+            ),
         )
         .get(pk=case.pk)
     )
@@ -151,8 +161,10 @@ def review_queue(
     organization: int | None = None,
     band: str | None = None,
     status: str | None = None,
+    priority: str | None = None,
 ) -> QuerySet[Case]:
-    """Cases waiting for a dermatologist, highest AI risk first, then the longest waiting.
+    """Cases waiting for a dermatologist: urgent first, then by AI risk (a case the AI could not assess
+    counts as the highest risk), then the longest waiting since submission.
 
     By default the queue holds cases awaiting review; ``status`` widens it (e.g. to ``analysing``).
     """
@@ -163,7 +175,18 @@ def review_queue(
         qs = qs.filter(organization_id=organization)
     if band:
         qs = qs.filter(risk_band=band)
-    return qs.order_by(F("risk").desc(nulls_last=True), "created_at", "pk")
+    if priority:
+        qs = qs.filter(priority=priority)
+    return qs.order_by(*QUEUE_ORDER)
+
+
+# Urgent before routine; unknown risk (not assessed) as the highest; then first come, first served.
+QUEUE_ORDER = (
+    DbCase(When(priority=Priority.URGENT, then=Value(0)), default=Value(1)).asc(),
+    Coalesce(F("risk"), Value(1.0)).desc(),
+    Coalesce(F("submitted_at"), F("created_at")).asc(),
+    "pk",
+)
 
 
 def reports_visible_to(user: User) -> QuerySet[Report]:
@@ -233,3 +256,53 @@ def audit_events(user: User, **filters) -> QuerySet[AuditEvent]:
     if not user.is_authenticated or not user.is_platform_admin:
         return AuditEvent.objects.none()
     return audit_events_filter(AuditEvent.objects.all(), **filters)
+
+
+@dataclass(frozen=True)
+class Turnaround:
+    """Time from submission to the first signed report, for one organization over a window."""
+
+    organization_id: int
+    organization: str
+    reports: int
+    median_hours: float | None
+    p90_hours: float | None
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (no interpolation: a value that happened)."""
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def turnaround_by_organization(
+    user: User, *, days: int = 7, now: dt.datetime | None = None
+) -> list[Turnaround]:
+    """Per visible organization, the median and 90th percentile hours from (last) submission to the first
+    signed report, for reports signed in the last ``days`` days. Addenda do not count."""
+    now = now or timezone.now()
+    since = now - dt.timedelta(days=days)
+    rows = (
+        reports_visible_to(user)
+        .filter(supersedes__isnull=True, signed_at__gte=since, signed_at__lte=now)
+        .values_list("case__organization_id", "case__organization__name", "signed_at", "case__submitted_at")
+    )
+    durations: dict[tuple[int, str], list[float]] = {}
+    for org_id, name, signed_at, submitted_at in rows:
+        if submitted_at is None:
+            continue
+        hours = max(0.0, (signed_at - submitted_at).total_seconds() / 3600)
+        durations.setdefault((org_id, name), []).append(hours)
+    result = []
+    for organization in organizations_for(user).order_by("name"):
+        values = sorted(durations.get((organization.pk, organization.name), []))
+        result.append(
+            Turnaround(
+                organization_id=organization.pk,
+                organization=organization.name,
+                reports=len(values),
+                median_hours=round(statistics.median(values), 2) if values else None,
+                p90_hours=round(_percentile(values, 0.9), 2) if values else None,
+            )
+        )
+    return result

@@ -13,13 +13,16 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 
-from cases import refusals
+from cases import refusals, review_rules
 from cases.audit import audit_record
 from cases.models import (
     Case,
     CaseStatus,
+    ImageRequest,
+    ImageRequestReason,
     Lesion,
     LesionImage,
     Organization,
@@ -30,15 +33,20 @@ from cases.models import (
 )
 from cases.selectors import can_review, can_submit, current_review
 from cases.uploads import CleanImage, clean_image
-from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Role, Sex, Site
+from cases.vocabulary import Priority, RiskBand, Role, Sex, Site
 
 logger = logging.getLogger(__name__)
 
 # The status machine. Anything not listed here is refused.
 TRANSITIONS: dict[str, frozenset[str]] = {
+    # A draft collects images; it is submitted explicitly and never changes its images afterwards.
+    CaseStatus.DRAFT: frozenset({CaseStatus.SUBMITTED}),
     CaseStatus.SUBMITTED: frozenset({CaseStatus.ANALYSING, CaseStatus.FAILED}),
     CaseStatus.ANALYSING: frozenset({CaseStatus.AWAITING_REVIEW, CaseStatus.FAILED}),
-    CaseStatus.AWAITING_REVIEW: frozenset({CaseStatus.REVIEWED}),
+    # A dermatologist reviews it, or returns it to the clinician for better images.
+    CaseStatus.AWAITING_REVIEW: frozenset({CaseStatus.REVIEWED, CaseStatus.NEEDS_IMAGES}),
+    # The clinician adds images and resubmits: the whole case is analysed again.
+    CaseStatus.NEEDS_IMAGES: frozenset({CaseStatus.SUBMITTED}),
     CaseStatus.REVIEWED: frozenset({CaseStatus.REPORTED}),
     # A correction after the report: a new review, then an addendum report.
     CaseStatus.REPORTED: frozenset({CaseStatus.REVIEWED}),
@@ -120,6 +128,14 @@ def user_create(
         actor=actor, action="user.create", obj=user, role=role, organizations=[o.slug for o in organizations]
     )
     return user
+
+
+def user_set_notifications(*, actor: User, enabled: bool) -> User:
+    """A user turns their own e-mail notifications on or off (audited)."""
+    actor.email_notifications = bool(enabled)
+    actor.save(update_fields=["email_notifications"])
+    audit_record(actor=actor, action="user.notifications", obj=actor, enabled=actor.email_notifications)
+    return actor
 
 
 # Patients and lesions -----------------------------------------------------------------------------------
@@ -244,7 +260,9 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _store_images(case: Case, images: Sequence[CleanImage], *, start: int = 0) -> list[LesionImage]:
+def _store_images(
+    case: Case, images: Sequence[CleanImage], *, start: int = 0, round_: int = 1
+) -> list[LesionImage]:
     """Write the files and their rows. A storage failure removes the files this call wrote and raises
     ``StorageUnavailable`` (the caller's transaction then drops the rows): nothing is half-stored."""
     stored: list[LesionImage] = []
@@ -262,6 +280,7 @@ def _store_images(case: Case, images: Sequence[CleanImage], *, start: int = 0) -
                 height=image.height,
                 content_type=image.content_type,
                 size_bytes=len(image.content),
+                round=round_,
             )
             row.file.save(f"image.{image.extension}", ContentFile(image.content), save=False)
             stored.append(row)
@@ -292,11 +311,14 @@ def case_submit(
     priority: str = Priority.ROUTINE,
     submission_key: str = "",
     analyse: bool = True,
+    draft: bool = False,
 ) -> Submission:
     """Store a new case with its images and, once committed, enqueue its analysis.
 
     A repeated call with the same ``submission_key`` by the same user returns the first case (a double
-    click, a mobile retry) instead of creating a second one.
+    click, a mobile retry) instead of creating a second one. With ``draft=True`` the case is stored as a
+    draft (images optional, nothing analysed): add images with ``case_add_images``, then
+    ``case_submit_for_analysis``.
     """
     organization = lesion.patient.organization
     if not can_submit(actor, organization):
@@ -312,11 +334,13 @@ def case_submit(
     age = patient.age_in(timezone.now().year)
     if age is not None and not 0 <= age <= 120:
         raise ValidationError({"year_of_birth": "The patient's age must be between 0 and 120 years."})
-    cleaned = _clean_images(images)
+    cleaned = _clean_images(images) if images or not draft else []
     _check_quota(actor, len(cleaned))
     try:
         with transaction.atomic():
             case = Case(
+                status=CaseStatus.DRAFT if draft else CaseStatus.SUBMITTED,
+                submitted_at=None if draft else timezone.now(),
                 organization=organization,
                 lesion=lesion,
                 submitted_by=actor,
@@ -330,8 +354,8 @@ def case_submit(
             case.full_clean()
             case.save()
             stored = _store_images(case, cleaned)
-            audit_record(actor=actor, action="case.create", obj=case, images=len(stored))
-            if analyse:
+            audit_record(actor=actor, action="case.create", obj=case, images=len(stored), draft=draft)
+            if analyse and not draft:
                 transaction.on_commit(lambda: enqueue_analysis(case.pk))
     except (IntegrityError, ValidationError):
         # Two concurrent submits with the same key: the other one won, between the check above and this
@@ -345,21 +369,97 @@ def case_submit(
     return Submission(case, created=True)
 
 
+IMAGE_STATUSES = (CaseStatus.DRAFT, CaseStatus.NEEDS_IMAGES)
+
+
+def _current_round(case: Case) -> int:
+    """The image round being collected: 1 for a draft, the open request's round after a request."""
+    request = case.image_requests.filter(resolved_at__isnull=True).order_by("-created_at").first()
+    return request.round if request is not None else 1
+
+
 @transaction.atomic
 def case_add_images(*, actor: User, case: Case, images: Sequence[BinaryIO]) -> list[LesionImage]:
-    """Add images to a case that has not been analysed yet, and (re)enqueue its analysis."""
+    """Add images to a draft, or to a case returned for better images. A submitted case never changes
+    its images (its analysis may already be running): the clinician submits a draft when it is complete."""
     case = Case.objects.select_for_update().get(pk=case.pk)
     if case.submitted_by_id != actor.pk and not actor.is_platform_admin:
         raise PermissionDenied("Only the submitting clinician can add images.")
-    if case.status != CaseStatus.SUBMITTED:
-        raise ValidationError({"images": "Images can only be added before the analysis starts."})
+    if case.status not in IMAGE_STATUSES:
+        raise IllegalTransition(
+            {
+                "images": f"Images can only be added to a draft or to a case returned for better images; "
+                f"this case is {case.get_status_display().lower()}. Create the case as a draft, add its "
+                "images, then submit it."
+            },
+            code="illegal_transition",
+        )
     existing = case.images.count()
     cleaned = _clean_images(images, existing=existing)
     _check_quota(actor, len(cleaned))
-    stored = _store_images(case, cleaned, start=existing)
+    stored = _store_images(case, cleaned, start=existing, round_=_current_round(case))
     audit_record(actor=actor, action="case.add_images", obj=case, images=len(stored))
-    transaction.on_commit(lambda: enqueue_analysis(case.pk))
     return stored
+
+
+@transaction.atomic
+def case_submit_for_analysis(*, actor: User, case: Case) -> Case:
+    """Submit a draft (or resubmit a case returned for better images) and, on commit, enqueue its analysis.
+
+    Refused without images, and after a request for images without at least one new image."""
+    case = Case.objects.select_for_update().get(pk=case.pk)
+    if case.submitted_by_id != actor.pk and not actor.is_platform_admin:
+        raise PermissionDenied("Only the submitting clinician can submit this case.")
+    _check_transition(case, CaseStatus.SUBMITTED)
+    request = case.image_requests.filter(resolved_at__isnull=True).order_by("-created_at").first()
+    if not case.images.exists():
+        raise ValidationError({"images": "Add at least one image before submitting."})
+    if request is not None and not case.images.filter(round=request.round).exists():
+        raise ValidationError({"images": "Add at least one new image, as the dermatologist asked."})
+    now = timezone.now()
+    if request is not None:
+        request.resolved_at = now
+        request.save(update_fields=["resolved_at"])
+    case.submitted_at = now
+    case.risk, case.risk_band, case.analysed_at = None, "", None
+    _transition(
+        case,
+        CaseStatus.SUBMITTED,
+        actor=actor,
+        update_fields=["submitted_at", "risk", "risk_band", "analysed_at"],
+        round=request.round if request is not None else 1,
+    )
+    transaction.on_commit(lambda: enqueue_analysis(case.pk))
+    return case
+
+
+@transaction.atomic
+def case_request_images(*, actor: User, case: Case, reason: str, note: str = "") -> ImageRequest:
+    """A dermatologist returns a case awaiting review to its clinician for better images, with a reason."""
+    case = _locked_for_review(actor, case)
+    if reason not in ImageRequestReason.values:
+        raise ValidationError({"reason": "Choose what is needed."})
+    note = (note or "").strip()
+    if reason == ImageRequestReason.OTHER and not note:
+        raise ValidationError({"note": "Say what is needed when the reason is 'Other'."})
+    _check_transition(case, CaseStatus.NEEDS_IMAGES)
+    next_round = (case.images.aggregate(m=Max("round"))["m"] or 1) + 1
+    request = ImageRequest(case=case, requested_by=actor, reason=reason, note=note, round=next_round)
+    request.full_clean()
+    request.save()
+    audit_record(
+        actor=actor,
+        action="case.request_images",
+        obj=case,
+        reason=reason,
+        round=next_round,
+        request=request.pk,
+    )
+    _transition(case, CaseStatus.NEEDS_IMAGES, actor=actor, reason=reason)
+    from cases.notifications import notify_images_requested
+
+    notify_images_requested(request)
+    return request
 
 
 def case_claim_for_analysis(*, case_id: int, worker: str = "") -> Case | None:
@@ -480,10 +580,121 @@ def case_retry(*, actor: User, case: Case) -> Case:
 # Reviews ------------------------------------------------------------------------------------------------
 
 
-def _ai_says_malignant(case: Case) -> bool | None:
-    if case.risk is None or case.model_version is None:
-        return None
-    return case.risk >= case.model_version.threshold
+class ReviewAlreadyExists(IllegalTransition):
+    """A plain review of a case that already has one (a double click, a second tab, a retried request).
+
+    A change of an issued report is an explicit correction (``review_correct``), never a second review."""
+
+    def __init__(self, review: Review) -> None:
+        self.review_id = review.pk
+        super().__init__(
+            f"This case was already reviewed (review {review.pk} by {review.reviewer.display_name}). "
+            "To change the report, use 'Correct this report' and give a reason.",
+            code="already_reviewed",
+        )
+
+
+def _ai_flag(case: Case) -> bool | None:
+    threshold = case.model_version.threshold if case.model_version_id else None
+    return review_rules.ai_flagged(risk=case.risk, threshold=threshold)
+
+
+def _check_agreement(
+    claimed: bool | None, *, flagged: bool | None, malignant: bool, case: Case
+) -> bool | None:
+    """The derived agreement; a client's claim that contradicts it is refused, never silently replaced."""
+    derived = review_rules.agrees_with_ai(flagged=flagged, malignant=malignant)
+    if claimed is None or claimed == derived:
+        return derived
+    if flagged is None:
+        message = "The AI did not assess this case: there is no AI assessment to confirm or override."
+    else:
+        ai = "flagged this lesion" if flagged else "did not flag this lesion"
+        call = "malignant" if malignant else "benign"
+        risk = (
+            f" (risk {case.risk:.2f}, threshold {case.model_version.threshold:.2f})"
+            if case.risk is not None
+            else ""
+        )
+        verb = "confirm" if claimed else "override"
+        message = (
+            f"You chose to {verb} the AI, but the AI {ai}{risk} and you called the lesion {call}: "
+            f"that {'overrides' if claimed else 'confirms'} it. Check the AI choice or the malignant call."
+        )
+    raise ValidationError({"agrees_with_ai": message})
+
+
+def _locked_for_review(actor: User, case: Case) -> Case:
+    case = (
+        Case.objects.select_for_update(of=("self",))
+        .select_related("model_version", "organization")
+        .get(pk=case.pk)
+    )
+    if not can_review(actor, case):
+        raise PermissionDenied("Only a dermatologist serving this organization can review this case.")
+    return case
+
+
+def _review_create(
+    *,
+    actor: User,
+    case: Case,
+    supersedes: Review | None,
+    diagnosis: str,
+    malignant: bool | None,
+    management: str,
+    follow_up_months: int | None,
+    notes: str,
+    agrees_with_ai: bool | None,
+    justification: str,
+    correction_reason: str = "",
+) -> Review:
+    checked = review_rules.check_review(
+        diagnosis=diagnosis,
+        malignant=malignant,
+        management=management,
+        follow_up_months=follow_up_months,
+        justification=justification,
+    )
+    flagged = _ai_flag(case)
+    agreement = _check_agreement(agrees_with_ai, flagged=flagged, malignant=checked.malignant, case=case)
+    review = Review(
+        case=case,
+        reviewer=actor,
+        diagnosis=checked.diagnosis,
+        malignant=checked.malignant,
+        management=checked.management,
+        follow_up_months=checked.follow_up_months,
+        notes=(notes or "").strip(),
+        ai_flagged=flagged,
+        agrees_with_ai=agreement,
+        justification=checked.justification,
+        correction_reason=correction_reason,
+        supersedes=supersedes,
+    )
+    review.full_clean()
+    review.save()
+    audit_record(
+        actor=actor,
+        action="review.correct" if supersedes else "review.create",
+        obj=review,
+        organization=case.organization,
+        case=case.pk,
+        diagnosis=checked.diagnosis,
+        malignant=checked.malignant,
+        management=checked.management,
+        ai_flagged=flagged,
+        agrees_with_ai=agreement,
+        unusual=list(checked.unusual),
+        justification=checked.justification or None,
+        correction=supersedes is not None,
+        supersedes=supersedes.pk if supersedes else None,
+        reason=correction_reason or None,
+    )
+    case.report_error = ""
+    _transition(case, CaseStatus.REVIEWED, actor=actor, update_fields=["report_error"])
+    transaction.on_commit(lambda: enqueue_report(review.pk))
+    return review
 
 
 @transaction.atomic
@@ -492,66 +703,92 @@ def review_submit(
     actor: User,
     case: Case,
     diagnosis: str,
-    malignant: bool,
+    malignant: bool | None,
     management: str,
     follow_up_months: int | None = None,
     notes: str = "",
     agrees_with_ai: bool | None = None,
+    justification: str = "",
 ) -> Review:
-    """Record a dermatologist's review, move the case to reviewed and, on commit, generate the signed report.
+    """Record a dermatologist's review of a case awaiting review, move it to reviewed and, on commit,
+    generate the signed report.
 
-    On a reported case this is a correction: the new review supersedes the last one and the report task
-    issues an addendum. ``agrees_with_ai`` defaults to whether the dermatologist's malignant/benign call
-    matches the AI's at the model's threshold.
+    The rules of ``cases.review_rules`` apply (``malignant=None`` derives it from the diagnosis). Agreement
+    with the AI is derived from the AI flag and the malignant call; a claimed ``agrees_with_ai`` that
+    contradicts it is refused. A case that already has a review raises ``ReviewAlreadyExists`` (409 in the
+    API) with that review's id: a change is an explicit ``review_correct``.
     """
-    case = (
-        Case.objects.select_for_update(of=("self",))
-        .select_related("model_version", "organization")
-        .get(pk=case.pk)
-    )
-    if not can_review(actor, case):
-        raise PermissionDenied("Only a dermatologist serving this organization can review this case.")
-    if diagnosis not in Diagnosis.values:
-        raise ValidationError({"diagnosis": "Choose a diagnosis from the list."})
-    if management not in Management.values:
-        raise ValidationError({"management": "Choose a management option."})
-    if management == Management.FOLLOW_UP:
-        if follow_up_months is None or not 1 <= int(follow_up_months) <= 60:
-            raise ValidationError({"follow_up_months": "Give the follow-up interval in months (1-60)."})
-    else:
-        follow_up_months = None
+    case = _locked_for_review(actor, case)
+    if case.status in (CaseStatus.REVIEWED, CaseStatus.REPORTED):
+        existing = current_review(case)
+        if existing is not None:
+            raise ReviewAlreadyExists(existing)
     _check_transition(case, CaseStatus.REVIEWED)
-    ai_malignant = _ai_says_malignant(case)
-    if agrees_with_ai is None:
-        agrees_with_ai = ai_malignant is not None and ai_malignant == bool(malignant)
-    previous = current_review(case)
-    review = Review(
+    return _review_create(
+        actor=actor,
         case=case,
-        reviewer=actor,
+        supersedes=None,
         diagnosis=diagnosis,
-        malignant=bool(malignant),
+        malignant=malignant,
         management=management,
         follow_up_months=follow_up_months,
-        notes=(notes or "").strip(),
-        agrees_with_ai=bool(agrees_with_ai),
-        supersedes=previous if case.status == CaseStatus.REPORTED else None,
+        notes=notes,
+        agrees_with_ai=agrees_with_ai,
+        justification=justification,
     )
-    review.full_clean()
-    review.save()
-    audit_record(
+
+
+MIN_CORRECTION_REASON_CHARS = 10
+
+
+@transaction.atomic
+def review_correct(
+    *,
+    actor: User,
+    case: Case,
+    reason: str,
+    diagnosis: str,
+    malignant: bool | None,
+    management: str,
+    follow_up_months: int | None = None,
+    notes: str = "",
+    agrees_with_ai: bool | None = None,
+    justification: str = "",
+) -> Review:
+    """Correct the issued report of a case: a new review that supersedes the current one, with a required
+    reason; the report task issues an addendum that prints the reason. The same rules as ``review_submit``."""
+    case = _locked_for_review(actor, case)
+    reason = (reason or "").strip()
+    if len(reason) < MIN_CORRECTION_REASON_CHARS:
+        raise ValidationError(
+            {
+                "reason": f"Give the reason for the correction (at least {MIN_CORRECTION_REASON_CHARS} characters)."
+            }
+        )
+    if case.status == CaseStatus.REVIEWED:
+        raise IllegalTransition(
+            "The report of this case is still being generated; correct it once it is issued.",
+            code="illegal_transition",
+        )
+    previous = current_review(case)
+    if case.status != CaseStatus.REPORTED or previous is None:
+        raise IllegalTransition(
+            f"A case that is {case.get_status_display().lower()} has no issued report to correct.",
+            code="illegal_transition",
+        )
+    return _review_create(
         actor=actor,
-        action="review.create",
-        obj=review,
-        organization=case.organization,
-        case=case.pk,
+        case=case,
+        supersedes=previous,
         diagnosis=diagnosis,
-        agrees_with_ai=review.agrees_with_ai,
-        correction=review.supersedes_id is not None,
+        malignant=malignant,
+        management=management,
+        follow_up_months=follow_up_months,
+        notes=notes,
+        agrees_with_ai=agrees_with_ai,
+        justification=justification,
+        correction_reason=reason,
     )
-    case.report_error = ""
-    _transition(case, CaseStatus.REVIEWED, actor=actor, update_fields=["report_error"])
-    transaction.on_commit(lambda: enqueue_report(review.pk))
-    return review
 
 
 def enqueue_report(review_id: int) -> bool:

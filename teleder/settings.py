@@ -225,6 +225,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "inference.tasks.analyse_case": {"queue": "inference"},
     "cases.reports.tasks.*": {"queue": "default"},
+    "cases.tasks.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing must not hang a web request when the broker is down: the sweeper re-enqueues later.
@@ -243,6 +244,11 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-cases": {
         "task": "inference.tasks.sweep_stuck_cases",
         "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "30")),
+    },
+    # Waiting-case alerts, lost notifications and staged upload images older than an hour.
+    "sweep-workflow": {
+        "task": "cases.tasks.sweep_workflow",
+        "schedule": float(os.environ.get("TELEDER_WORKFLOW_SWEEP_INTERVAL_S", "300")),
     },
 }
 

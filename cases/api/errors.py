@@ -96,9 +96,11 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         http, code = 403, "forbidden"
         message, fields = str(exc) or "You do not have permission to do this.", {}
     elif isinstance(exc, IllegalTransition):
-        http, code = 409, "illegal_transition"
+        http, code = 409, getattr(exc, "code", None) or "illegal_transition"
         fields = _fields_from_django(exc)
         message = _message(fields, "The case's status does not allow this.")
+        if getattr(exc, "review_id", None) is not None:  # ReviewAlreadyExists: say which review
+            fields = {"existing_review": [str(exc.review_id)]}
     elif isinstance(exc, DjangoValidationError):
         http, code = 400, "invalid"
         fields = _fields_from_django(exc)

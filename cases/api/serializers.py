@@ -10,6 +10,8 @@ from cases import refusals
 from cases.models import (
     Case,
     CaseStatus,
+    ImageRequest,
+    ImageRequestReason,
     Lesion,
     LesionImage,
     Organization,
@@ -235,7 +237,17 @@ class ImageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = LesionImage
-        fields = ["id", "position", "width", "height", "content_type", "size_bytes", "sha256", "predictions"]
+        fields = [
+            "id",
+            "position",
+            "round",
+            "width",
+            "height",
+            "content_type",
+            "size_bytes",
+            "sha256",
+            "predictions",
+        ]
         read_only_fields = fields
 
 
@@ -253,11 +265,48 @@ class ReviewSerializer(serializers.ModelSerializer):
             "management",
             "follow_up_months",
             "notes",
+            "ai_flagged",
             "agrees_with_ai",
+            "justification",
+            "correction_reason",
             "supersedes",
             "created_at",
         ]
         read_only_fields = fields
+
+
+class ImageRequestSerializer(serializers.ModelSerializer):
+    requested_by = UserBriefSerializer()
+    reason = serializers.ChoiceField(choices=ImageRequestReason.choices)
+
+    class Meta:
+        model = ImageRequest
+        fields = ["id", "requested_by", "reason", "note", "round", "created_at", "resolved_at"]
+        read_only_fields = fields
+
+
+class ImageRequestCreateSerializer(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=ImageRequestReason.choices)
+    note = serializers.CharField(
+        max_length=2000, required=False, default="", allow_blank=True, help_text="Required for `other`."
+    )
+
+
+class TurnaroundSerializer(serializers.Serializer):
+    organization_id = serializers.IntegerField()
+    organization = serializers.CharField()
+    reports = serializers.IntegerField(help_text="First reports signed in the window (addenda excluded).")
+    median_hours = serializers.FloatField(allow_null=True)
+    p90_hours = serializers.FloatField(allow_null=True, help_text="90th percentile (nearest rank).")
+
+
+class TurnaroundResponseSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    results = TurnaroundSerializer(many=True)
+
+
+class TurnaroundFilterSerializer(serializers.Serializer):
+    days = serializers.IntegerField(required=False, default=7, min_value=1, max_value=366)
 
 
 class ReportSerializer(serializers.ModelSerializer):
@@ -408,6 +457,9 @@ class CaseDetailSerializer(CaseListSerializer):
     )
     sex_at_submission = serializers.ChoiceField(choices=Sex.choices)
     site_at_submission = serializers.ChoiceField(choices=Site.choices)
+    image_requests = ImageRequestSerializer(
+        many=True, help_text="Requests for better images, oldest first; `round` numbers the image sets."
+    )
 
     class Meta(CaseListSerializer.Meta):
         fields = [
@@ -418,8 +470,10 @@ class CaseDetailSerializer(CaseListSerializer):
             "sex_at_submission",
             "site_at_submission",
             "failure_reason",
+            "submitted_at",
             "analysed_at",
             "images",
+            "image_requests",
             "reviews",
             "reports",
         ]
@@ -432,16 +486,27 @@ class CaseCreateSerializer(serializers.Serializer):
     )
     clinical_notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.ROUTINE)
+    draft = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Create a draft: images optional, nothing analysed until `POST /cases/{id}/submit/`.",
+    )
     images = serializers.ListField(
         child=serializers.FileField(allow_empty_file=True, use_url=False),
-        min_length=1,
+        required=False,
+        default=list,
         max_length=settings.TELEDER_MAX_IMAGES_PER_CASE,
         error_messages={
             "max_length": refusals.TOO_MANY_IMAGES.format(limit=settings.TELEDER_MAX_IMAGES_PER_CASE),
-            "min_length": "Add at least one image.",
         },
-        help_text="1-10 JPEG or PNG files (repeat the `images` part). Re-encoded on upload; EXIF is removed.",
+        help_text="1-10 JPEG or PNG files (repeat the `images` part); optional for a draft. Re-encoded on "
+        "upload; EXIF is removed.",
     )
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs.get("draft") and not attrs.get("images"):
+            raise serializers.ValidationError({"images": ["Add at least one image (or create a draft)."]})
+        return attrs
 
 
 class ImagesAddSerializer(serializers.Serializer):
@@ -453,7 +518,8 @@ class ImagesAddSerializer(serializers.Serializer):
             "max_length": refusals.TOO_MANY_IMAGES.format(limit=settings.TELEDER_MAX_IMAGES_PER_CASE),
             "min_length": "Add at least one image.",
         },
-        help_text="JPEG or PNG files; the case holds at most 10 in all.",
+        help_text="JPEG or PNG files; the case holds at most 10 in all. Only for drafts and cases returned "
+        "for better images.",
     )
 
 
@@ -487,6 +553,7 @@ class QueueFilterSerializer(serializers.Serializer):
         help_text="Default: awaiting_review.",
     )
     risk_band = serializers.ChoiceField(choices=RiskBand.choices, required=False)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
     organization = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
@@ -494,17 +561,43 @@ class QueueFilterSerializer(serializers.Serializer):
 
 class ReviewCreateSerializer(serializers.Serializer):
     diagnosis = serializers.ChoiceField(choices=Diagnosis.choices)
-    malignant = serializers.BooleanField()
+    malignant = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Derived from the diagnosis when left out (mel, bcc, akiec: malignant; nv, bkl, df, vasc: "
+        "benign); required for `other`. A value that contradicts a malignant diagnosis is refused.",
+    )
     management = serializers.ChoiceField(choices=Management.choices)
     follow_up_months = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=60, help_text="Required for follow_up."
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=60,
+        help_text="Required for follow_up, refused with any other management.",
     )
     notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
+    justification = serializers.CharField(
+        max_length=2000,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="Required for unusual combinations (a benign diagnosis called malignant, a malignant lesion "
+        "only followed up, an urgent referral of a benign lesion); recorded and printed.",
+    )
     agrees_with_ai = serializers.BooleanField(
         required=False,
         allow_null=True,
         default=None,
-        help_text="Default: whether `malignant` matches the AI.",
+        help_text="Derived from the AI flag and `malignant`; leave it out. A value that contradicts it is "
+        "refused (400).",
+    )
+
+
+class CorrectionCreateSerializer(ReviewCreateSerializer):
+    reason = serializers.CharField(
+        max_length=2000,
+        help_text="Why the report is corrected (at least 10 characters); printed in the addendum.",
     )
 
 

@@ -502,7 +502,8 @@ class CaseListView(ApiView):
         summary="Submit a case with its images (multipart)",
         description="One `multipart/form-data` request with the lesion, the clinical notes, the priority and 1-10 "
         "`images` parts. The images are validated and re-encoded; the AI analysis starts once stored. With an "
-        "`Idempotency-Key` a retried request returns the first case (200) instead of creating another.",
+        "`Idempotency-Key` a retried request returns the first case (200) instead of creating another. With "
+        "`draft=true` the case is a draft: add images, then submit it explicitly (docs/api.md).",
         parameters=[_IDEMPOTENCY_PARAMETER],
         request={"multipart/form-data": s.CaseCreateSerializer},
         responses={201: s.CaseDetailSerializer, 200: s.CaseDetailSerializer},
@@ -544,6 +545,7 @@ class CaseListView(ApiView):
             clinical_notes=values["clinical_notes"],
             priority=values["priority"],
             submission_key=key,
+            draft=values["draft"],
         )
         case = selectors.case_detail(request.user, submission.case.pk)
         headers = {"Location": request.build_absolute_uri(reverse("api:case-detail", kwargs={"pk": case.pk}))}
@@ -623,8 +625,9 @@ class CaseImagesView(ApiView):
 
     @extend_schema(
         tags=["cases"],
-        summary="Add images to a case before its analysis starts",
-        description="Only the submitting clinician, while the case is submitted; the analysis is queued again.",
+        summary="Add images to a draft (or to a case returned for better images)",
+        description="Only the submitting clinician, while the case is a draft or needs images; then "
+        "`POST /cases/{id}/submit/`. A submitted case never changes its images (409).",
         request={"multipart/form-data": s.ImagesAddSerializer},
         responses={201: s.ImageSerializer(many=True)},
     )
@@ -640,10 +643,11 @@ class CaseImagesView(ApiView):
 class CaseReviewView(ApiView):
     @extend_schema(
         tags=["review"],
-        summary="Submit the dermatologist's review (or a correction of a reported case)",
-        description="Moves the case to reviewed and starts the signed report. On a reported case the review "
-        "supersedes the last one and an addendum report follows. 409 if the case is not awaiting review "
-        "or reported.",
+        summary="Submit the dermatologist's review",
+        description="Moves the case to reviewed and starts the signed report. Contradictory reviews are 400 "
+        "with a field message (see docs/api.md). A case that already has a review is 409 `already_reviewed` "
+        "with `existing_review` (its id): to change an issued report, POST a correction to "
+        "`/cases/{id}/corrections/`. 409 `illegal_transition` if the case is not awaiting review.",
         request=s.ReviewCreateSerializer,
         responses={201: s.ReviewSerializer},
         examples=[
@@ -674,6 +678,7 @@ class CaseReviewView(ApiView):
             follow_up_months=data.get("follow_up_months"),
             notes=data["notes"],
             agrees_with_ai=data["agrees_with_ai"],
+            justification=data["justification"],
         )
         review = type(review).objects.select_related("reviewer").get(pk=review.pk)
         return Response(s.ReviewSerializer(review).data, status=status.HTTP_201_CREATED)
@@ -684,7 +689,9 @@ class QueueView(ApiView):
 
     @extend_schema(
         tags=["review"],
-        summary="The dermatologist's review queue, highest AI risk first",
+        summary="The dermatologist's review queue: urgent first, then AI risk, then waiting time",
+        description="The same order as the web queue: priority (urgent first), then AI risk (a case the AI "
+        "could not assess counts as the highest), then the longest waiting since submission.",
         parameters=[s.QueueFilterSerializer],
         responses=s.CaseListSerializer(many=True),
         examples=CASE_LIST_EXAMPLES,
@@ -696,6 +703,7 @@ class QueueView(ApiView):
             organization=params.get("organization"),
             band=params.get("risk_band"),
             status=params.get("status") or CaseStatus.AWAITING_REVIEW,
+            priority=params.get("priority"),
         )
         qs = _filter_cases(_with_counts(qs), {k: v for k, v in params.items() if k.startswith("created_")})
         return self.page(qs, s.CaseListSerializer)

@@ -14,7 +14,7 @@ from cases import refusals, selectors, services
 from cases.audit import audit_record
 from cases.forms import CaseForm, PatientForm, PatientSearchForm, StagedImages, add_service_errors
 from cases.models import CaseStatus
-from cases.views.common import case_context, case_payload, paginate, role_required
+from cases.views.common import case_context, case_payload, case_workflow_context, paginate, role_required
 from cases.vocabulary import Role
 
 SUBMITTERS = (Role.CLINICIAN, Role.ADMIN)
@@ -30,6 +30,7 @@ def home(request: HttpRequest) -> HttpResponse:
         context["queue_top"] = queue[:5]
         context["queue_counts"] = _band_counts(queue)
         context["queue_total"] = queue.count()
+        context["turnaround"] = selectors.turnaround_by_organization(user)
     elif user.is_platform_admin:
         from inference.selectors import active_model_version
 
@@ -126,7 +127,8 @@ def case_create(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         initial = {}
         if request.GET.get("patient"):
-            initial["patient"] = selectors.patient_get(user, request.GET["patient"]).pk
+            chosen = selectors.patient_get(user, request.GET["patient"])
+            initial.update(patient=chosen.pk, patient_query=chosen.reference)
         form = CaseForm(initial=initial, patients=patients, lesions=lesions)
         return render(request, "cases/case_form.html", _case_form_context(form, patients, []))
 
@@ -138,9 +140,11 @@ def case_create(request: HttpRequest) -> HttpResponse:
 
     form = CaseForm(request.POST, request.FILES, patients=patients, lesions=lesions)
     uploads = request.FILES.getlist("images")
+    draft = bool(request.POST.get("save_draft"))
     if form.is_valid():
         try:
-            case = _submit(user, form.cleaned_data, staging.open(kept) + list(form.cleaned_data["images"]))
+            images = staging.open(kept) + list(form.cleaned_data["images"])
+            case = _submit(user, form.cleaned_data, images, draft=draft)
         except ValidationError as exc:
             # A concurrent double submit may have won while this one ran: lead to its case.
             existing = _submitted_with_key(user, key)
@@ -160,16 +164,19 @@ def case_create(request: HttpRequest) -> HttpResponse:
             return render(request, "cases/case_form.html", context, status=503)
         else:
             staging.discard(kept)
-            messages.success(request, f"Case {case.pk} submitted. The AI analysis starts now.")
+            if draft:
+                messages.success(request, f"Draft case {case.pk} saved. Add images, then submit it.")
+            else:
+                messages.success(request, f"Case {case.pk} submitted. The AI analysis starts now.")
             return redirect("case_detail", case_id=case.pk)
 
     new_tokens, image_errors = staging.stage(uploads)
     if "images" not in form.errors:
         for message in image_errors:
             form.add_error("images", message)
-        if not uploads and not kept:
+        if not uploads and not kept and not draft:
             form.add_error("images", "Add at least one image.")
-    kept_images = staging.describe(kept + new_tokens)
+    kept_images = staging.describe(list(dict.fromkeys(kept + new_tokens)))
     # An oversized upload is 413 here as in the API (cases/refusals.py holds both texts).
     too_large = any(refusals.is_too_large(str(m)) for m in form.errors.get("images", []))
     return render(
@@ -186,7 +193,7 @@ def _submitted_with_key(user, key: str):
     return selectors.cases_visible_to(user).filter(submitted_by=user, submission_key=key).first()
 
 
-def _submit(user, data: dict, images: list):
+def _submit(user, data: dict, images: list, *, draft: bool = False):
     """The patient and lesion a new case needs, and the case, in one transaction: all or nothing."""
     with transaction.atomic():
         patient = data["patient"]
@@ -211,6 +218,7 @@ def _submit(user, data: dict, images: list):
             clinical_notes=data["clinical_notes"],
             priority=data["priority"],
             submission_key=data["submission_key"],
+            draft=draft,
         ).case
 
 
@@ -255,6 +263,7 @@ def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
     audit_record(actor=request.user, action="case.view", obj=case)
     context = case_context(case)
     context["can_review"] = selectors.can_review(request.user, case)
+    context.update(case_workflow_context(request.user, case))
     return render(request, "cases/case_detail.html", context)
 
 
