@@ -81,9 +81,20 @@ def readyz(request: HttpRequest) -> JsonResponse:
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             checks[name] = f"error: {exc.__class__.__name__}"
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
-    )
+    body: dict = {"status": "ok" if ready else "unavailable", "checks": checks}
+    # Degraded but working (still 200): e.g. a GPU worker whose model runs on the CPU (inference/heartbeat.py).
+    if warnings := _warnings():
+        body["warnings"] = warnings
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+def _warnings() -> list[str]:
+    from inference import heartbeat
+
+    try:
+        return heartbeat.cpu_fallbacks(heartbeat.workers_alive())
+    except Exception:  # noqa: BLE001 - the inference_worker check already reports Redis trouble
+        return []
 
 
 @never_cache
