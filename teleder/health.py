@@ -67,6 +67,9 @@ CHECKS: dict[str, Callable[[], str]] = {
 }
 
 
+WEB_CHECKS = ("database", "cache")
+
+
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
@@ -75,7 +78,12 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = {}
+    # ?scope=web: only what one web process needs to serve pages (a Kubernetes readiness probe), so that a
+    # worker outage does not take every web pod out of its Service as well.
+    names = WEB_CHECKS if request.GET.get("scope") == "web" else CHECKS
     for name, check in CHECKS.items():
+        if name not in names:
+            continue
         try:
             checks[name] = check()
         except Exception as exc:  # noqa: BLE001 - any failure means not ready

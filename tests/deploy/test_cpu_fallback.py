@@ -61,3 +61,11 @@ def test_a_cpu_only_runtime_with_the_default_providers_is_no_fallback(client, ac
     assert payload["model"]["loaded"] is True and "cpu_fallback" not in payload["model"]
     ready = client.get("/readyz")
     assert ready.status_code == 200 and "warnings" not in ready.json()
+
+
+def test_readyz_for_a_web_pod_needs_no_worker(client, db, no_heartbeats):
+    # The Kubernetes readiness probe of web pods: a worker outage must not empty the web Service.
+    assert client.get("/readyz").status_code == 503
+    response = client.get("/readyz?scope=web")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "cache": "ok"}
