@@ -45,16 +45,46 @@ def expect(condition: bool, message: str) -> None:
         raise Step(message)
 
 
+def burst(clin: requests.Session, base: str, lesion_id: int, count: int, wait_status) -> None:
+    """Throughput of the running workers: ``count`` two-image cases submitted back to back, timed from the
+    first submission to the last AI result (docs/deploy.md "Sizing")."""
+    images = [lesion_jpeg(10 + i) for i in range(2)]
+    started = time.monotonic()
+    ids = []
+    for n in range(count):
+        r = clin.post(
+            f"{base}/api/v1/cases/",
+            data={"lesion": lesion_id, "priority": "routine"},
+            files=[("images", (f"b{n}-{i}.jpg", data, "image/jpeg")) for i, data in enumerate(images)],
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+            timeout=60,
+        )
+        expect(r.status_code == 201, f"burst submit {n}: HTTP {r.status_code} {r.text[:200]}")
+        ids.append(r.json()["id"])
+    submitted = time.monotonic() - started
+    for case_id in ids:
+        wait_status(clin, case_id, {"awaiting_review"})
+    elapsed = time.monotonic() - started
+    print(
+        f"burst: {count} cases x 2 images submitted in {submitted:.1f} s, all analysed after {elapsed:.1f} s: "
+        f"{count / elapsed * 3600:.0f} cases/hour, {2 * count / elapsed:.1f} images/s"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("--cacert", default=True)
     parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--burst", type=int, default=0, help="then submit N two-image cases at once and time their AI results"
+    )
     args = parser.parse_args()
     base = args.url.rstrip("/")
 
     def session(username: str) -> requests.Session:
         s = requests.Session()
+        s.trust_env = False  # else REQUESTS_CA_BUNDLE from the environment overrides the proxy's CA below
         s.verify = args.cacert
         r = s.post(
             f"{base}/api/v1/auth/login/", json={"username": username, "password": PASSWORD}, timeout=30
@@ -139,6 +169,8 @@ def main() -> int:
             "tampered PDF valid",
         )
         print(f"report verified, a tampered copy refused; {time.monotonic() - started:.1f} s in all")
+        if args.burst:
+            burst(clin, base, lesion.json()["id"], args.burst, wait_status)
     except (Step, requests.RequestException, KeyError, ValueError) as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
