@@ -252,7 +252,7 @@ TELEDER_HEARTBEAT_INTERVAL_S=3
 TELEDER_ORT_INTRA_OP_THREADS=2
 EOF
 
-VOLUMES=("$NAME-models" "$NAME-worker-models" "$NAME-signing")
+VOLUMES=("$NAME-models" "$NAME-worker-models" "$NAME-gpu-models" "$NAME-signing")
 for v in "${VOLUMES[@]}"; do "${DOCKER[@]}" volume create "$v" >/dev/null; done
 run() { # run NAME IMAGE [docker run options] -- [command]: a detached container on the host network
   local name=$NAME-$1 image=$2
@@ -339,6 +339,15 @@ for name, role in (('smoke-clin', 'clinician'), ('smoke-derm', 'dermatologist'))
 check "one case through the proxy: submit -> AI result -> review -> signed report -> verify" \
   "$PY" "$ROOT/scripts/smoke_case.py" "$URL" --cacert "$CA" --burst "${SMOKE_BURST:-0}"
 sed 's/^/      /' "$WORK/check.out"
+
+if [ "${SMOKE_GPU_IMAGE:-1}" = 1 ] && "${DOCKER[@]}" image inspect "teleder-worker-gpu:$TAG" >/dev/null 2>&1; then
+  # No GPU here: the GPU image's onnxruntime-gpu has the CUDA provider but cannot use it, a real CPU fallback.
+  run worker-gpu "teleder-worker-gpu:$TAG" -e WORKER_QUEUES=inference -v "$NAME-gpu-models:/var/lib/teleder/models"
+  fallback_reported() { curl_proxy -s "$URL/readyz" | grep -q '"cpu fallback: gpu@'; }
+  check "GPU image without a GPU: /readyz warns \"cpu fallback\"" wait_until 240 fallback_reported
+  fallback_logged() { logs_of worker-gpu | grep '"level": "ERROR"' | grep -q 'cpu fallback'; }
+  check "GPU image without a GPU: the worker logs an ERROR \"cpu fallback\"" fallback_logged
+fi
 
 no_errors() { ! logs_of "$1" | grep -q '"level": "ERROR"'; }
 no_error_lines() { no_errors web && no_errors worker; }
