@@ -61,6 +61,7 @@ def _check_model() -> dict[str, Any] | None:
         try:
             result["providers"] = list(ensemble_for(version).providers)
             result["loaded"] = True
+            result.update(_cpu_fallback(result["providers"]))
         except Exception as exc:  # noqa: BLE001 - a broken package is reported, not fatal to the heartbeat
             result["loaded"] = False
             result["error"] = f"{exc.__class__.__name__}: {str(exc)[:300]}"
@@ -69,6 +70,37 @@ def _check_model() -> dict[str, Any] | None:
         _model_checks.clear()
         _model_checks[key] = result
     return _model_checks[key]
+
+
+def _cpu_fallback(providers: list[str]) -> dict[str, Any]:
+    """A worker asked for a GPU provider (``TELEDER_ORT_PROVIDERS``) that its onnxruntime build has, whose
+    sessions run on the CPU anyway (CUDA or cuDNN libraries that do not load, no GPU given to the container),
+    is slow, not broken: say so loudly (an ERROR log line and ``cpu_fallback`` in the heartbeat, shown by
+    /readyz and the model page), never silently. A CPU-only onnxruntime with the default provider list (the
+    demo, the CPU image) is not a fallback; the GPU image's build refuses a CPU-only onnxruntime."""
+    import onnxruntime
+
+    available = set(onnxruntime.get_available_providers())
+    requested = [p for p in settings.TELEDER_ORT_PROVIDERS if p != "CPUExecutionProvider" and p in available]
+    if not requested or any(p in providers for p in requested):
+        return {}
+    logger.error(
+        "cpu fallback: %s requested but the model's sessions run on %s (check onnxruntime-gpu and the CUDA "
+        "libraries: docker/check_ort_cuda.sh)",
+        ", ".join(requested),
+        ", ".join(providers) or "nothing",
+    )
+    return {"cpu_fallback": True, "requested_providers": requested}
+
+
+def cpu_fallbacks(workers: list[dict[str, Any]]) -> list[str]:
+    """One line per live worker that was asked for a GPU and runs its model on the CPU."""
+    return [
+        f"cpu fallback: {w.get('hostname', '?')} was asked for {', '.join(w['model'].get('requested_providers', []))}"
+        f" and runs on {', '.join(w['model'].get('providers', [])) or 'nothing'}"
+        for w in workers
+        if (w.get("model") or {}).get("cpu_fallback")
+    ]
 
 
 def beat(hostname: str, queues: list[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ platform can do its work: database, broker, cache and storage reachable, and at 
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 
@@ -98,10 +99,19 @@ def _run(check: Callable[[], object]) -> object:
 _executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="readyz")
 
 
-def run_checks(deadline_s: float = READYZ_DEADLINE_S) -> dict[str, str]:
-    """Every check; the network ones at once in worker threads. One not done by the deadline reads "timeout"."""
+@dataclass
+class Readiness:
+    checks: dict[str, str]
+    warnings: list[str]
+
+
+def run_checks(deadline_s: float = READYZ_DEADLINE_S, *, web_only: bool = False) -> Readiness:
+    """Every check (``web_only``: what one web process needs to serve pages); the network ones at once in
+    worker threads. One not done by the deadline reads "timeout"."""
     end = time.monotonic() + deadline_s
-    background = {**CHECKS, "heartbeats": _heartbeats}
+    background = {name: check for name, check in CHECKS.items() if not web_only or name in WEB_CHECKS}
+    if not web_only:
+        background["heartbeats"] = _heartbeats
     futures = {name: _executor.submit(_run, check) for name, check in background.items()}
     results: dict[str, object] = {}
     checks: dict[str, str] = {}
@@ -114,8 +124,11 @@ def run_checks(deadline_s: float = READYZ_DEADLINE_S) -> dict[str, str]:
             results[name] = future.result(timeout=max(0.0, end - time.monotonic()))
         except FuturesTimeout:
             results[name] = "timeout"
-    for name in CHECKS:
-        checks[name] = str(results.get(name, "timeout"))
+    for name in background:
+        if name != "heartbeats":
+            checks[name] = str(results.get(name, "timeout"))
+    if web_only:
+        return Readiness(checks, [])
     heartbeats = results.get("heartbeats", "timeout")
     if checks["database"] != "ok":
         checks["inference_worker"] = "unknown: the database is unavailable"
@@ -127,7 +140,16 @@ def run_checks(deadline_s: float = READYZ_DEADLINE_S) -> dict[str, str]:
     else:
         checks["inference_worker"] = f"heartbeats unavailable ({heartbeats})"
     order = ("database", "broker", "cache", "storage", "inference_worker")
-    return {name: checks[name] for name in order if name in checks} | checks
+    # Degraded but working (still ready): e.g. a GPU worker whose model runs on the CPU (inference/heartbeat.py).
+    from inference.heartbeat import cpu_fallbacks
+
+    warnings = cpu_fallbacks(heartbeats) if isinstance(heartbeats, list) else []
+    return Readiness({name: checks[name] for name in order if name in checks} | checks, warnings)
+
+
+# ?scope=web: only what one web process needs to serve pages (a Kubernetes readiness probe), so that a worker
+# outage does not take every web pod out of its Service as well.
+WEB_CHECKS = ("database", "cache")
 
 
 @never_cache
@@ -137,11 +159,13 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = run_checks()
+    readiness = run_checks(web_only=request.GET.get("scope") == "web")
+    checks = readiness.checks
     ready = all(value == "ok" for value in checks.values())
-    response = JsonResponse(
-        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
-    )
+    body: dict = {"status": "ok" if ready else "unavailable", "checks": checks}
+    if readiness.warnings:
+        body["warnings"] = readiness.warnings
+    response = JsonResponse(body, status=200 if ready else 503)
     if not ready:
         # An expected answer while a dependency is down, not a server error: one WARNING line, and Django's
         # request logger (which logs every 5xx at ERROR) is told it has been logged.
