@@ -8,9 +8,9 @@ platform can do its work: database, broker, cache and storage reachable, and at 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
+from dataclasses import dataclass
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
