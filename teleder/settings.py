@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "cases",
     "inference",
+    "learning",
 ]
 
 MIDDLEWARE = [

@@ -8,9 +8,11 @@ from cases.audit_export import audit_export
 urlpatterns = [
     path("admin/audit/export.csv", audit_export, name="audit_export"),
     path("admin/", admin.site.urls),
+    path("api/v1/learning/", include("learning.api_urls")),
     path("api/", include("cases.api.urls")),
     path("reports/", include("cases.reports.urls")),
     path("", include("teleder.health")),
+    path("", include("learning.urls")),
     path("", include("cases.urls")),
 ]
 

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from learning import views
+
+urlpatterns = [
+    path("learning/agreement/", views.agreement, name="agreement"),
+]
