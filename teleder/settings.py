@@ -248,6 +248,11 @@ TELEDER_ORT_INTER_OP_THREADS = int(os.environ.get("TELEDER_ORT_INTER_OP_THREADS"
 TELEDER_ORT_PROVIDERS = env_list("TELEDER_ORT_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider")
 TELEDER_ANALYSIS_TIMEOUT_S = int(os.environ.get("TELEDER_ANALYSIS_TIMEOUT_S", "300"))
 TELEDER_STUCK_AFTER_S = int(os.environ.get("TELEDER_STUCK_AFTER_S", "600"))
+# Champion/challenger: the largest sensitivity drop (on the shadow evaluation's reviewed cases) that a candidate
+# may show against the active model and still be activated without --force and a reason.
+TELEDER_ACTIVATION_MAX_SENSITIVITY_DROP = float(
+    os.environ.get("TELEDER_ACTIVATION_MAX_SENSITIVITY_DROP", "0.02")
+)
 
 # Uploads.
 TELEDER_MAX_IMAGE_BYTES = int(os.environ.get("TELEDER_MAX_IMAGE_BYTES", str(15 * 1024 * 1024)))
