@@ -23,3 +23,26 @@ class TrainingDataSharing(models.Model):
 
     def __str__(self) -> str:
         return f"{self.organization}: {'shares' if self.enabled else 'does not share'} training data"
+
+
+class DriftSnapshot(models.Model):
+    """One day's drift check for one model version and organization: the last window against a reference."""
+
+    model_version = models.ForeignKey(
+        "inference.ModelVersion", on_delete=models.CASCADE, related_name="drift_snapshots"
+    )
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="drift_snapshots")
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    images = models.PositiveIntegerField()
+    features = models.JSONField(default=list, help_text="Per feature: reference/current counts, PSI, KS.")
+    summary = models.JSONField(default=dict, help_text="Current window: score and image statistics.")
+    alerts = models.JSONField(default=list, help_text="Features whose shift crossed the alert threshold.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        state = f"{len(self.alerts)} alert(s)" if self.alerts else "no alert"
+        return f"drift {self.model_version} / {self.organization}: {state}"

@@ -4,4 +4,5 @@ from learning import views
 
 urlpatterns = [
     path("learning/agreement/", views.agreement, name="agreement"),
+    path("learning/drift/", views.drift, name="drift"),
 ]

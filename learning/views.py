@@ -38,3 +38,13 @@ def agreement(request: HttpRequest) -> HttpResponse:
         )
         rows = agreement_table(user=request.user, filters=filters)
     return render(request, "learning/agreement.html", {"form": form, "rows": rows, "filters": filters})
+
+
+@role_required(Role.ADMIN)
+@require_GET
+def drift(request: HttpRequest) -> HttpResponse:
+    """The latest drift snapshots, alerts first (platform administrators)."""
+    from learning.models import DriftSnapshot
+
+    snapshots = DriftSnapshot.objects.select_related("model_version", "organization")[:100]
+    return render(request, "learning/drift.html", {"snapshots": snapshots})

@@ -238,7 +238,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "inference.tasks.sweep_stuck_cases",
         "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "60")),
     },
+    "check-drift": {
+        "task": "learning.tasks.check_drift",
+        "schedule": float(os.environ.get("TELEDER_DRIFT_INTERVAL_S", "86400")),
+    },
 }
+# Drift monitoring (learning.monitoring): the window compared, its reference, and when a shift alerts.
+TELEDER_DRIFT_WINDOW_DAYS = int(os.environ.get("TELEDER_DRIFT_WINDOW_DAYS", "7"))
+TELEDER_DRIFT_BASELINE_DAYS = int(os.environ.get("TELEDER_DRIFT_BASELINE_DAYS", "28"))
+TELEDER_DRIFT_PSI_ALERT = float(os.environ.get("TELEDER_DRIFT_PSI_ALERT", "0.25"))
+TELEDER_DRIFT_MIN_SAMPLES = int(os.environ.get("TELEDER_DRIFT_MIN_SAMPLES", "50"))
+TELEDER_DRIFT_MAX_IMAGES_READ = int(os.environ.get("TELEDER_DRIFT_MAX_IMAGES_READ", "500"))
 
 # Inference.
 TELEDER_MODEL_DIR = Path(os.environ.get("TELEDER_MODEL_DIR", VAR_DIR / "models"))
