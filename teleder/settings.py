@@ -77,9 +77,11 @@ INSTALLED_APPS = [
     "cases",
     "inference",
     "learning",
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "teleder.middleware.RequestContextMiddleware",
@@ -92,7 +94,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+# /metrics (teleder/metrics.py): with a token set, scrapers must send it as a bearer token; without one, only
+# loopback and private addresses may scrape.
+TELEDER_METRICS_TOKEN = os.environ.get("TELEDER_METRICS_TOKEN", "")
 
 ROOT_URLCONF = "teleder.urls"
 WSGI_APPLICATION = "teleder.wsgi.application"

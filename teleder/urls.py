@@ -4,8 +4,10 @@ from django.contrib import admin
 from django.urls import include, path
 
 from cases.audit_export import audit_export
+from teleder.metrics import metrics
 
 urlpatterns = [
+    path("metrics", metrics, name="metrics"),
     path("admin/audit/export.csv", audit_export, name="audit_export"),
     path("admin/", admin.site.urls),
     path("api/v1/learning/", include("learning.api_urls")),
