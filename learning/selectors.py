@@ -103,7 +103,8 @@ def _rows(*, user: User, filters: AgreementFilters):
         reviews = reviews.filter(case__organization_id=filters.organization_id)
     if filters.model_version_id is not None:
         reviews = reviews.filter(Q(case__model_version_id=filters.model_version_id))
-    return reviews.order_by("case__organization_id", "created_at").values_list(
+    return reviews.order_by().values_list(
+        "pk",
         "case_id",
         "case__organization_id",
         "case__organization__name",
@@ -114,8 +115,6 @@ def _rows(*, user: User, filters: AgreementFilters):
         "case__risk",
         "case__risk_band",
         "malignant",
-        "diagnosis",
-        "created_at",
     )
 
 
@@ -125,7 +124,9 @@ def agreement_table(*, user: User, filters: AgreementFilters) -> list[Agreement]
         return []
     groups: dict[tuple, Agreement] = {}
     scores: dict[tuple, list[tuple[float, bool]]] = defaultdict(list)
+    missed: list[tuple[Agreement, int, int, float, str]] = []
     for (
+        review_id,
         case_id,
         org_id,
         org_name,
@@ -136,8 +137,6 @@ def agreement_table(*, user: User, filters: AgreementFilters) -> list[Agreement]
         risk,
         band,
         malignant,
-        diagnosis,
-        reviewed_at,
     ) in _rows(user=user, filters=filters):
         key = (mv_id, org_id)
         row = groups.get(key)
@@ -155,14 +154,14 @@ def agreement_table(*, user: User, filters: AgreementFilters) -> list[Agreement]
             row.true_positive += 1
         elif malignant:
             row.false_negative += 1
-            if len(row.misses) < MAX_MISSES_LISTED:
-                row.misses.append(Miss(case_id, org_name, risk, band, diagnosis, reviewed_at))
+            missed.append((row, review_id, case_id, risk, band))
         elif flagged:
             row.false_positive += 1
         else:
             row.true_negative += 1
     for key, row in groups.items():
         _finish(row, scores.get(key, []))
+    _list_misses(missed)
     return sorted(groups.values(), key=lambda r: (r.model_version, r.organization))
 
 
@@ -183,3 +182,18 @@ def _finish(row: Agreement, pairs: list[tuple[float, bool]]) -> None:
         row.ece = expected_calibration_error(labels, risks)
         row.mean_risk = float(risks.mean())
         row.malignant_rate = float(labels.mean())
+
+
+def _list_misses(missed: list[tuple[Agreement, int, int, float, str]]) -> None:
+    """Attach the most recent misses of each row, with the review's diagnosis and date (one more query)."""
+    missed.sort(key=lambda m: -m[1])
+    kept = []
+    per_row: dict[int, int] = defaultdict(int)
+    for entry in missed:
+        if per_row[id(entry[0])] < MAX_MISSES_LISTED:
+            per_row[id(entry[0])] += 1
+            kept.append(entry)
+    details = Review.objects.in_bulk([m[1] for m in kept]) if kept else {}
+    for row, review_id, case_id, risk, band in kept:
+        review = details[review_id]
+        row.misses.append(Miss(case_id, row.organization, risk, band, review.diagnosis, review.created_at))
