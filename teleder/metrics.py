@@ -49,6 +49,11 @@ def _queue_lengths() -> dict[str, int] | None:
 class PlatformCollector:
     """Reads the platform's state at scrape time."""
 
+    def describe(self):
+        # Registering a collector without describe() makes prometheus_client call collect() at import time,
+        # which would query the database and the broker while Django is still starting.
+        return []
+
     def collect(self):
         from cases.models import Case
         from learning.models import DriftSnapshot
