@@ -77,9 +77,12 @@ INSTALLED_APPS = [
     "cases",
     "inference",
     "interop",
+    "learning",
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "teleder.middleware.RequestContextMiddleware",
@@ -92,7 +95,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+# /metrics (teleder/metrics.py): with a token set, scrapers must send it as a bearer token; without one, only
+# loopback and private addresses may scrape.
+TELEDER_METRICS_TOKEN = os.environ.get("TELEDER_METRICS_TOKEN", "")
 
 ROOT_URLCONF = "teleder.urls"
 WSGI_APPLICATION = "teleder.wsgi.application"
@@ -250,7 +257,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cases.tasks.sweep_workflow",
         "schedule": float(os.environ.get("TELEDER_WORKFLOW_SWEEP_INTERVAL_S", "300")),
     },
+    "check-drift": {
+        "task": "learning.tasks.check_drift",
+        "schedule": float(os.environ.get("TELEDER_DRIFT_INTERVAL_S", "86400")),
+    },
 }
+# Drift monitoring (learning.monitoring): the window compared, its reference, and when a shift alerts.
+TELEDER_DRIFT_WINDOW_DAYS = int(os.environ.get("TELEDER_DRIFT_WINDOW_DAYS", "7"))
+TELEDER_DRIFT_BASELINE_DAYS = int(os.environ.get("TELEDER_DRIFT_BASELINE_DAYS", "28"))
+TELEDER_DRIFT_PSI_ALERT = float(os.environ.get("TELEDER_DRIFT_PSI_ALERT", "0.25"))
+TELEDER_DRIFT_MIN_SAMPLES = int(os.environ.get("TELEDER_DRIFT_MIN_SAMPLES", "50"))
+TELEDER_DRIFT_MAX_IMAGES_READ = int(os.environ.get("TELEDER_DRIFT_MAX_IMAGES_READ", "500"))
 
 # Inference.
 TELEDER_MODEL_DIR = Path(os.environ.get("TELEDER_MODEL_DIR", VAR_DIR / "models"))
@@ -263,6 +280,11 @@ TELEDER_STUCK_AFTER_S = int(os.environ.get("TELEDER_STUCK_AFTER_S", "600"))
 # A case not published this long after its submit (broker down), or whose message the broker lost, or whose
 # worker died, is published again by the next sweep without waiting for TELEDER_STUCK_AFTER_S.
 TELEDER_PUBLISH_GRACE_S = float(os.environ.get("TELEDER_PUBLISH_GRACE_S", "5"))
+# Champion/challenger: the largest sensitivity drop (on the shadow evaluation's reviewed cases) that a candidate
+# may show against the active model and still be activated without --force and a reason.
+TELEDER_ACTIVATION_MAX_SENSITIVITY_DROP = float(
+    os.environ.get("TELEDER_ACTIVATION_MAX_SENSITIVITY_DROP", "0.02")
+)
 
 # Uploads.
 TELEDER_MAX_IMAGE_BYTES = int(os.environ.get("TELEDER_MAX_IMAGE_BYTES", str(15 * 1024 * 1024)))
