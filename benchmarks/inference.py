@@ -2,6 +2,7 @@
 per-request Keras approach this platform replaces.
 
     python benchmarks/inference.py [--quick] [--package PATH]
+    python benchmarks/inference.py [--quick] --package FP32 --package INT8 [--data LABELS.csv]
 
 In one run, for the given package, else the bundled one (models/default/), else a stand-in:
   (a) raw ensemble throughput in ONNX Runtime at batch 1, 16 and the case size used in (b) (images/s);
@@ -11,7 +12,13 @@ In one run, for the given package, else the bundled one (models/default/), else 
       multi-image cases;
   (c) the baseline: the same networks run per request with Keras ``model.predict`` (needs TensorFlow);
   (d) the worker's peak RSS with the ensemble loaded.
+  (e) the latency budget: the single-image case of (b), which computes every AI output the package has (listed
+      from its manifest), against the probability alone (decode, preprocess and run one image in process).
 It prints a table, then one JSON object as the last line.
+
+With two or more ``--package`` it compares them instead (``benchmarks/precision.py``): raw throughput at batch 1
+and 10 and the single-image case measured interleaved in one process, peak RSS per package in a fresh process,
+and validation AUC / sensitivity at the threshold when ``--data`` and the package's training/split.json are here.
 
 The stand-in, when no package is given or bundled: with TensorFlow installed, three EfficientNet-Lite0/1/2
 members (random weights, the training code's Keras architecture, dual input) exported with tf2onnx at their
@@ -179,7 +186,7 @@ def sample_images(n: int) -> list[bytes]:
 
 def resolve_package(args) -> tuple[Path, str]:
     if args.package:
-        return Path(args.package).resolve(), "given"
+        return Path(args.package[0]).resolve(), "given"
     bundled = ROOT / "models" / "default"
     if (bundled / "manifest.json").is_file():
         return bundled, "bundled"
@@ -233,6 +240,13 @@ def raw_timings(
         timings[batch] = samples
     del ensemble
     return timings
+
+
+def compare_packages(args) -> int:
+    """Two or more packages against the first, in one run (benchmarks/precision.py)."""
+    from benchmarks.precision import run_comparison
+
+    return run_comparison(args, images=sample_images(40), script=Path(__file__).resolve(), log=log)
 
 
 # --------------------------------------------------------------------------- (b) end to end
@@ -438,7 +452,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="fewer cases and shorter timings (about 1-2 minutes)"
     )
-    parser.add_argument("--package", help="model package folder or .zip (default: bundled, else a stand-in)")
+    parser.add_argument(
+        "--package",
+        action="append",
+        help="model package folder or .zip (default: bundled, else a stand-in); give it twice or more to compare "
+        "packages (fp32 against int8) instead",
+    )
+    parser.add_argument(
+        "--data",
+        default=str(DERM_IMAGES.parent / "labels.csv"),
+        help="labels CSV for the comparison's validation AUC (default: the shared data set's)",
+    )
+    parser.add_argument("--rss-probe", help=argparse.SUPPRESS)
     parser.add_argument(
         "--images-per-case", type=int, default=10, help="images per case in the burst (max 10)"
     )
@@ -451,8 +476,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ok": True}))
         return 0
     if args.keras_baseline:  # TensorFlow subprocess
-        print(json.dumps(keras_baseline(Path(args.package), args.keras_baseline)))
+        print(json.dumps(keras_baseline(Path(args.package[0]), args.keras_baseline)))
         return 0
+    if args.rss_probe:  # a fresh process for one package's memory
+        from benchmarks.precision import rss_probe
+
+        print(json.dumps(rss_probe(Path(args.rss_probe), sample_images(10))))
+        return 0
+    if args.package and len(args.package) > 1:
+        return compare_packages(args)
 
     quick = args.quick
     per_case = max(1, min(10, args.images_per_case))
@@ -473,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"package: {manifest.label} ({origin}); measuring raw ONNX Runtime throughput")
         sizes = tuple(sorted({1, 16, per_case}))
         raw_before = raw_timings(package, sizes, raw_seconds)
+        from benchmarks.precision import single_image_timings
+
+        probability_only = single_image_timings(package, sample_images(latency_cases + 1))
         separate = raw_timings(package, (per_case,), raw_seconds, fuse=False)[per_case]
 
         log("end to end: worker, broker and scratch database")
@@ -500,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
+    from benchmarks.precision import ai_outputs
+
+    outputs = ai_outputs(manifest)
     p50 = statistics.median(e2e["latencies"])
     p95 = percentile(e2e["latencies"], 0.95)
     e2e_rate = e2e["e2e_img_per_s"]
@@ -542,6 +580,8 @@ def main(argv: list[str] | None = None) -> int:
         "keras_note": keras.get("note"),
         "worker_rss_mb": round(e2e["worker_rss_mb"], 1),
         "worker_child_rss_mb": round(e2e["worker_child_rss_mb"], 1),
+        "ai_outputs": outputs,
+        "probability_only_p95_s": round(percentile(probability_only, 0.95), 4),
     }
     rows = [
         ("package", f"{manifest.label} ({origin})"),
@@ -566,6 +606,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{result['keras_baseline_ratio']:.1f}x  (target >= 3x)" if keras_rate else "n/a"),
         ("(d) worker peak RSS (parent + child)", f"{e2e['worker_rss_mb']:.0f} MB  (target <= 1536 MB)"),
         ("    of which the child holding the ensemble", f"{e2e['worker_child_rss_mb']:.0f} MB"),
+        (f"(e) latency budget: single-image case with {len(outputs)} AI output(s)",
+         f"p95 {p95 * 1000:.0f} ms end to end (target <= 500 ms): {', '.join(outputs)}"),
+        ("    probability alone (decode + preprocess + run, in process)",
+         f"p95 {result['probability_only_p95_s'] * 1000:.0f} ms"),
     ]  # fmt: skip
     width = max(len(label) for label, _ in rows)
     print("TeleDerm inference benchmark" + (" (quick)" if quick else ""))

@@ -37,6 +37,9 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_PACKAGE_BYTES = 4 * 1024**3
+# A member's numeric precision (``precision`` in its manifest entry; absent means fp32, as in every package
+# written before ``python -m training quantize`` existed).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class PackageError(ValueError):
@@ -58,6 +61,7 @@ class MemberSpec:
     # Extra graph tensors the runtime exposes as outputs at load time (the member file is not changed):
     # key (e.g. "classes") -> tensor name inside the member's graph. See ``member_outputs``.
     outputs: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,12 @@ class Manifest:
     def calibrate(self, p: Any) -> Any:
         """The calibrated probability (the identity for a package without ``calibration``)."""
         return p if self.calibration is None else self.calibration.apply(p)
+
+    @property
+    def precision(self) -> str:
+        """The members' precision: one of :data:`PRECISIONS`, or "mixed" when they differ."""
+        kinds = {m.precision for m in self.members}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
 
     @property
     def positive_indices(self) -> tuple[int, ...]:
@@ -149,6 +159,9 @@ def _parse_member(data: Any, index: int, manifest_metadata: MetadataSpec) -> Mem
     if metadata_input is not None and not isinstance(metadata_input, str):
         raise PackageError(f"{where}: inputs.metadata must be an input name or null")
     output = _require(data, "output", str, where)
+    precision = data.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise PackageError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     try:
         image = ImageSpec.from_dict(_require(data, "preprocessing", dict, where))
     except PreprocessingError as exc:
@@ -166,6 +179,7 @@ def _parse_member(data: Any, index: int, manifest_metadata: MetadataSpec) -> Mem
         metadata_input=metadata_input,
         output=output,
         image=image,
+        precision=precision,
     )
 
 

@@ -1,4 +1,4 @@
-"""``python -m training fit|evaluate|export|package|register``: the training command line."""
+"""``python -m training fit|evaluate|export|package|quantize|register``: the training command line."""
 
 from __future__ import annotations
 
@@ -318,6 +318,45 @@ def _print_package_summary(out: Path, card: dict) -> None:
     )
 
 
+def _cmd_quantize(args) -> int:
+    from training.quantize import QuantizeConfig, quantize_package
+
+    config = QuantizeConfig(
+        calibration_images=args.calibration_images,
+        calibration_subset=args.calibration_subset,
+        fp32_layers=tuple(dict.fromkeys(args.fp32_layers or ["head"])),
+        exclude_nodes=tuple(args.exclude_node or ()),
+        fp32_members=tuple(args.fp32_member or ()),
+        reduce_range=not args.full_range,
+        max_auc_drop=args.max_auc_drop,
+        max_specificity_drop=args.max_specificity_drop,
+    )
+    record = quantize_package(
+        args.package,
+        args.calibration,
+        args.out,
+        split=args.split,
+        version=args.version,
+        config=config,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    parity = record["parity"]
+    print(
+        json.dumps(
+            {
+                "package": str(args.out),
+                "auc_fp32": parity["auc_fp32"],
+                "auc_int8": parity["auc_int8"],
+                "sensitivity_fp32": parity["sensitivity_fp32"],
+                "sensitivity_int8": parity["sensitivity_int8"],
+                "max_abs_diff": parity["max_abs_diff"],
+                "members": {k: v["precision"] for k, v in record["members"].items()},
+            }
+        )
+    )
+    return 0
+
+
 def _cmd_register(args) -> int:
     import django
     import django.apps
@@ -431,10 +470,57 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the package even when the threshold keeps sensitivity below 0.90 in an age band or source "
         "with >= 30 malignant validation images (refused by default; the model card records it)",
     )
+    _quantize_parser(sub)
     p = sub.add_parser("register", help="register a package with the inference registry (as a candidate)")
     p.add_argument("path", help="package folder or .zip")
     p.add_argument("--activate", action="store_true", help="also make it the active model")
     return parser
+
+
+def _quantize_parser(sub) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="int8 copy of a package (static QDQ), written only if it matches the source on validation",
+        description="Quantize every member statically (ONNX Runtime QDQ, per-channel int8 weights, uint8 "
+        "activations calibrated on images of the split), score both packages on the validation side, print "
+        "the comparison and write the new package only when its AUC drops by no more than --max-auc-drop and "
+        "its sensitivity at the package threshold does not drop. Needs no TensorFlow.",
+    )
+    p.add_argument("--package", required=True, help="source package folder, .zip or 'active'")
+    p.add_argument("--calibration", required=True, help="labels CSV holding the split's images")
+    p.add_argument("--split", help="split.json (default: the package's training/split.json)")
+    p.add_argument("--out", required=True, help="new package folder (must not exist)")
+    p.add_argument("--version", help="version of the new package (default: the source's + '-int8')")
+    p.add_argument("--calibration-images", type=int, default=300, help="images to calibrate on (default 300)")
+    p.add_argument(
+        "--calibration-subset",
+        choices=("train", "val"),
+        default="train",
+        help="split side the calibration images come from (default train: the gate's validation images "
+        "stay unseen)",
+    )
+    p.add_argument(
+        "--fp32-layers",
+        action="append",
+        choices=("head", "first", "depthwise"),
+        help="layer groups kept in float32, repeatable (default: head = global pooling onwards and the "
+        "metadata branch)",
+    )
+    p.add_argument("--exclude-node", action="append", help="a node name kept in float32 (repeatable)")
+    p.add_argument("--fp32-member", action="append", help="a member kept entirely in float32 (repeatable)")
+    p.add_argument(
+        "--full-range",
+        action="store_true",
+        help="8-bit weights instead of 7-bit: only for CPUs with VNNI (on AVX2-only CPUs ONNX Runtime's "
+        "int8 kernels saturate)",
+    )
+    p.add_argument("--max-auc-drop", type=float, default=0.002, help="largest validation AUC drop allowed")
+    p.add_argument(
+        "--max-specificity-drop",
+        type=float,
+        default=0.01,
+        help="largest drop of specificity at the threshold allowed (sensitivity may not drop at all)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -444,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": _cmd_evaluate,
         "export": _cmd_export,
         "package": _cmd_package,
+        "quantize": _cmd_quantize,
         "register": _cmd_register,
     }
     from inference.package import PackageError
