@@ -2,6 +2,7 @@
 per-request Keras approach this platform replaces.
 
     python benchmarks/inference.py [--quick] [--package PATH]
+    python benchmarks/inference.py [--quick] --package FP32 --package INT8 [--data LABELS.csv]
 
 In one run, for the given package, else the bundled one (models/default/), else a stand-in:
   (a) raw ensemble throughput in ONNX Runtime at batch 1, 16 and the case size used in (b) (images/s);
@@ -11,7 +12,13 @@ In one run, for the given package, else the bundled one (models/default/), else 
       multi-image cases;
   (c) the baseline: the same networks run per request with Keras ``model.predict`` (needs TensorFlow);
   (d) the worker's peak RSS with the ensemble loaded.
+  (e) the latency budget: the single-image case of (b), which computes every AI output the package has (listed
+      from its manifest), against the probability alone (decode, preprocess and run one image in process).
 It prints a table, then one JSON object as the last line.
+
+With two or more ``--package`` it compares them instead (``benchmarks/precision.py``): raw throughput at batch 1
+and 10 and the single-image case measured interleaved in one process, peak RSS per package in a fresh process,
+and validation AUC / sensitivity at the threshold when ``--data`` and the package's training/split.json are here.
 
 The stand-in, when no package is given or bundled: with TensorFlow installed, three EfficientNet-Lite0/1/2
 members (random weights, the training code's Keras architecture, dual input) exported with tf2onnx at their
@@ -183,7 +190,7 @@ def sample_images(n: int) -> list[bytes]:
 
 def resolve_package(args) -> tuple[Path, str]:
     if args.package:
-        return Path(args.package).resolve(), "given"
+        return Path(args.package[0]).resolve(), "given"
     bundled = ROOT / "models" / "default"
     if (bundled / "manifest.json").is_file():
         return bundled, "bundled"
@@ -239,6 +246,13 @@ def raw_timings(
     return timings
 
 
+def compare_packages(args) -> int:
+    """Two or more packages against the first, in one run (benchmarks/precision.py)."""
+    from benchmarks.precision import run_comparison
+
+    return run_comparison(args, images=sample_images(40), script=Path(__file__).resolve(), log=log)
+
+
 # --------------------------------------------------------------------------- (b) end to end
 
 
@@ -264,30 +278,6 @@ def configure_django(scratch: Path) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-
-
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident memory (VmHWM) of a process and its children, summed (an upper bound: shared pages
-    count once per process)."""
-    total = 0.0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) / 1024
-        except OSError:
-            continue
-    return total
-
-
-def child_rss_mb(pid: int) -> float:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    pids = [int(p) for p in children.read_text().split()] if children.exists() else []
-    return max((peak_rss_mb(p) for p in pids), default=0.0)
 
 
 def start_worker(log_path: Path) -> WorkerProcess:
@@ -384,8 +374,8 @@ def end_to_end(
         worker_s = sum(
             (c.analysed_at - c.analysis_started_at).total_seconds() for c in Case.objects.filter(pk__in=ids)
         )
-        rss_total = peak_rss_mb(worker.process.pid)
-        rss_child = child_rss_mb(worker.process.pid)
+        rss_total = worker.peak_rss_mb()
+        rss_child = worker.child_peak_rss_mb()
         return {
             "latencies": latencies,
             "e2e_img_per_s": burst_cases * images_per_case / elapsed,
@@ -421,7 +411,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="fewer cases and shorter timings (about 1-2 minutes)"
     )
-    parser.add_argument("--package", help="model package folder or .zip (default: bundled, else a stand-in)")
+    parser.add_argument(
+        "--package",
+        action="append",
+        help="model package folder or .zip (default: bundled, else a stand-in); give it twice or more to compare "
+        "packages (fp32 against int8) instead",
+    )
+    parser.add_argument(
+        "--data",
+        default=str(DERM_IMAGES.parent / "labels.csv"),
+        help="labels CSV for the comparison's validation AUC (default: the shared data set's)",
+    )
+    parser.add_argument("--rss-probe", help=argparse.SUPPRESS)
     parser.add_argument(
         "--images-per-case", type=int, default=10, help="images per case in the burst (max 10)"
     )
@@ -434,8 +435,15 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"ok": True}))
         return 0
     if args.keras_baseline:  # TensorFlow subprocess
-        print(json.dumps(keras_baseline(Path(args.package), args.keras_baseline)))
+        print(json.dumps(keras_baseline(Path(args.package[0]), args.keras_baseline)))
         return 0
+    if args.rss_probe:  # a fresh process for one package's memory
+        from benchmarks.precision import rss_probe
+
+        print(json.dumps(rss_probe(Path(args.rss_probe), sample_images(10))))
+        return 0
+    if args.package and len(args.package) > 1:
+        return compare_packages(args)
 
     quick = args.quick
     per_case = max(1, min(10, args.images_per_case))
@@ -456,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"package: {manifest.label} ({origin}); measuring raw ONNX Runtime throughput")
         sizes = tuple(sorted({1, 16, per_case}))
         raw_before = raw_timings(package, sizes, raw_seconds)
+        from benchmarks.precision import single_image_timings
+
+        probability_only = single_image_timings(package, sample_images(latency_cases + 1))
         separate = raw_timings(package, (per_case,), raw_seconds, fuse=False)[per_case]
 
         log("end to end: worker, broker and scratch database")
@@ -483,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
+    from benchmarks.precision import ai_outputs
+
+    outputs = ai_outputs(manifest)
     p50 = statistics.median(e2e["latencies"])
     p95 = percentile(e2e["latencies"], 0.95)
     e2e_rate = e2e["e2e_img_per_s"]
@@ -525,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         "keras_note": keras.get("note"),
         "worker_rss_mb": round(e2e["worker_rss_mb"], 1),
         "worker_child_rss_mb": round(e2e["worker_child_rss_mb"], 1),
+        "ai_outputs": outputs,
+        "probability_only_p95_s": round(percentile(probability_only, 0.95), 4),
     }
     rows = [
         ("package", f"{manifest.label} ({origin})"),
@@ -549,6 +565,10 @@ def main(argv: list[str] | None = None) -> int:
          f"{result['keras_baseline_ratio']:.1f}x  (target >= 3x)" if keras_rate else "n/a"),
         ("(d) worker peak RSS (parent + child)", f"{e2e['worker_rss_mb']:.0f} MB  (target <= 1536 MB)"),
         ("    of which the child holding the ensemble", f"{e2e['worker_child_rss_mb']:.0f} MB"),
+        (f"(e) latency budget: single-image case with {len(outputs)} AI output(s)",
+         f"p95 {p95 * 1000:.0f} ms end to end (target <= 500 ms): {', '.join(outputs)}"),
+        ("    probability alone (decode + preprocess + run, in process)",
+         f"p95 {result['probability_only_p95_s'] * 1000:.0f} ms"),
     ]  # fmt: skip
     width = max(len(label) for label, _ in rows)
     print("TeleDerm inference benchmark" + (" (quick)" if quick else ""))

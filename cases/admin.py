@@ -17,7 +17,7 @@ from cases.models import (
 
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_at"]
+    list_display = ["name", "slug", "review_target_hours", "created_at"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
 
@@ -26,7 +26,21 @@ class OrganizationAdmin(admin.ModelAdmin):
 class TeleDermUserAdmin(UserAdmin):
     list_display = ["username", "email", "role", "is_active", "last_login"]
     list_filter = ["role", "is_active", "organizations"]
-    fieldsets = [*UserAdmin.fieldsets, ("TeleDerm", {"fields": ["role", "organizations"]})]
+    fieldsets = [
+        *UserAdmin.fieldsets,
+        (
+            "TeleDerm",
+            {
+                "fields": [
+                    "role",
+                    "organizations",
+                    "credentials",
+                    "registration_number",
+                    "email_notifications",
+                ]
+            },
+        ),
+    ]
     add_fieldsets = [*UserAdmin.add_fieldsets, ("TeleDerm", {"fields": ["role", "organizations"]})]
     filter_horizontal = ["organizations", "groups", "user_permissions"]
 

@@ -16,7 +16,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from PIL import Image
 
-from cases.models import CaseStatus, Lesion, Organization, Patient, User
+from cases.models import CaseStatus, ImageRequestReason, Lesion, Organization, Patient, User
 from cases.uploads import clean_image
 from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Sex, Site
 
@@ -104,8 +104,23 @@ class PatientSearchForm(forms.Form):
 class CaseForm(forms.Form):
     """A new case: an existing or new patient, an existing or new lesion, notes and 1-10 images."""
 
+    patient_query = forms.CharField(
+        label="Patient",
+        max_length=64,
+        required=False,
+        help_text="Type the patient's reference to search your organization; leave empty for a new patient.",
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "off",
+                "list": "patient-options",
+                "spellcheck": "false",
+                "role": "combobox",
+            }
+        ),
+    )
+    # Set by the typeahead (or resolved from ``patient_query`` on the server when scripts are off).
     patient = forms.ModelChoiceField(
-        queryset=Patient.objects.none(), required=False, empty_label="New patient"
+        queryset=Patient.objects.none(), required=False, widget=forms.HiddenInput
     )
     new_patient_reference = forms.CharField(
         label="New patient reference",
@@ -132,7 +147,8 @@ class CaseForm(forms.Form):
     images = MultipleImageField(
         label="Images",
         required=False,
-        widget=MultipleImageInput(attrs={"accept": ACCEPTED_IMAGE_TYPES}),
+        # capture: phones offer the back camera first (the gallery stays available on most).
+        widget=MultipleImageInput(attrs={"accept": ACCEPTED_IMAGE_TYPES, "capture": "environment"}),
     )
     submission_key = forms.CharField(max_length=64, widget=forms.HiddenInput)
 
@@ -151,6 +167,16 @@ class CaseForm(forms.Form):
 
     def clean(self) -> dict:
         data = super().clean()
+        query = (data.get("patient_query") or "").strip()
+        if data.get("patient") is None and query:
+            data["patient"] = self.fields["patient"].queryset.filter(reference__iexact=query).first()
+            if data["patient"] is None and not (data.get("new_patient_reference") or "").strip():
+                self.add_error(
+                    "patient_query",
+                    f"No patient '{query}' in your organization. Pick one from the suggestions, or clear "
+                    "this field and add a new patient below.",
+                )
+                return data
         patient, lesion = data.get("patient"), data.get("lesion")
         if patient is None and not (data.get("new_patient_reference") or "").strip():
             self.add_error("new_patient_reference", "Choose a patient or give a reference for a new one.")
@@ -172,7 +198,8 @@ class StagedImage:
 
 class StagedImages:
     """Images that passed ``clean_image`` on a submit that failed for another reason, kept (re-encoded)
-    so that the user does not have to pick them again. Stored per user; the token is a random name."""
+    so that the user does not have to pick them again. Stored per user under a name derived from the
+    content; deleted once used, and by ``cases.staging.staged_images_sweep`` after an hour."""
 
     _TOKEN = re.compile(r"^[0-9a-f]{32}\.(jpg|png)$")
 
@@ -192,9 +219,12 @@ class StagedImages:
             except ValidationError as exc:
                 errors.extend(exc.messages)
                 continue
-            token = f"{uuid.uuid4().hex}.{image.extension}"
-            default_storage.save(self.prefix + token, ContentFile(image.content))
-            tokens.append(token)
+            # Named by content: the same picture chosen again on the next failed attempt adds no file.
+            token = f"{image.sha256[:32]}.{image.extension}"
+            if token not in tokens and not default_storage.exists(self.prefix + token):
+                default_storage.save(self.prefix + token, ContentFile(image.content))
+            if token not in tokens:
+                tokens.append(token)
         return tokens, errors
 
     def open(self, tokens: Iterable[str]) -> list:
@@ -229,12 +259,16 @@ class StagedImages:
 
 
 class ReviewForm(forms.Form):
+    """A review. The rules (derived malignancy, no reassurance of a malignant lesion, months only with
+    follow-up, justified unusual combinations, agreement with the AI) are ``cases.review_rules``'."""
+
     AI_CONFIRM, AI_OVERRIDE = "confirm", "override"
 
     ai_assessment = forms.ChoiceField(
         label="The AI's assessment",
         choices=[(AI_CONFIRM, "Confirm the AI"), (AI_OVERRIDE, "Override the AI")],
         widget=forms.RadioSelect,
+        help_text="Must match your malignant call: confirming a flagged lesion means calling it malignant.",
     )
     diagnosis = forms.ChoiceField(choices=[("", "Choose a diagnosis")] + Diagnosis.choices)
     malignant = forms.TypedChoiceField(
@@ -242,6 +276,7 @@ class ReviewForm(forms.Form):
         choices=[("yes", "Yes"), ("no", "No")],
         coerce=lambda value: value == "yes",
         widget=forms.RadioSelect,
+        help_text="Melanoma, basal cell carcinoma and actinic keratosis / intraepithelial carcinoma are malignant.",
     )
     management = forms.ChoiceField(choices=[("", "Choose management")] + Management.choices)
     follow_up_months = forms.IntegerField(
@@ -249,9 +284,51 @@ class ReviewForm(forms.Form):
         required=False,
         min_value=1,
         max_value=60,
+        help_text="Only with 'Follow-up'.",
         widget=forms.NumberInput(attrs={"inputmode": "numeric"}),
     )
     notes = forms.CharField(required=False, max_length=5000, widget=forms.Textarea(attrs={"rows": 4}))
+    justification = forms.CharField(
+        label="Justification (unusual combinations)",
+        required=False,
+        max_length=2000,
+        help_text="Needed for a benign diagnosis called malignant, a malignant lesion only followed up, or an "
+        "urgent referral of a benign lesion. Recorded and printed on the report.",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+
+    def __init__(self, *args, ai_assessed: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not ai_assessed:  # nothing to confirm or override
+            del self.fields["ai_assessment"]
+
+    def agrees_with_ai(self) -> bool | None:
+        choice = self.cleaned_data.get("ai_assessment")
+        return None if not choice else choice == self.AI_CONFIRM
+
+
+class CorrectionForm(ReviewForm):
+    reason = forms.CharField(
+        label="Reason for the correction",
+        max_length=2000,
+        help_text="Printed in the addendum, e.g. 'Histology: basal cell carcinoma'.",
+        widget=forms.Textarea(attrs={"rows": 2}),
+    )
+
+    field_order = ["reason"]
+
+
+class ImageRequestForm(forms.Form):
+    reason = forms.ChoiceField(
+        label="What is needed", choices=[("", "Choose a reason")] + ImageRequestReason.choices
+    )
+    note = forms.CharField(
+        label="Note to the clinician",
+        required=False,
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Required for 'Other'.",
+    )
 
 
 # Queue and admin filters --------------------------------------------------------------------------------
@@ -260,6 +337,7 @@ class ReviewForm(forms.Form):
 class QueueFilterForm(forms.Form):
     organization = forms.TypedChoiceField(required=False, coerce=int, empty_value=None)
     band = forms.ChoiceField(required=False, choices=[("", "All bands")] + RiskBand.choices)
+    priority = forms.ChoiceField(required=False, choices=[("", "All priorities")] + Priority.choices)
     status = forms.ChoiceField(
         required=False,
         choices=[("", "Awaiting review")]

@@ -19,6 +19,10 @@ class Organization(models.Model):
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
+    review_target_hours = models.PositiveSmallIntegerField(
+        default=24,
+        help_text="Urgent or high-risk cases waiting longer than this for a review alert the dermatologists.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -33,6 +37,17 @@ class User(AbstractUser):
 
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.CLINICIAN)
     organizations = models.ManyToManyField(Organization, related_name="members", blank=True)
+    credentials = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text="Printed under the signature, e.g. 'MD, consultant dermatologist'.",
+    )
+    registration_number = models.CharField(
+        max_length=64, blank=True, help_text="Professional registration number printed on signed reports."
+    )
+    email_notifications = models.BooleanField(
+        default=True, help_text="Send e-mail notifications (reports issued, images requested, cases waiting)."
+    )
 
     class Meta:
         constraints = [
@@ -112,9 +127,11 @@ class Lesion(models.Model):
 
 
 class CaseStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
     SUBMITTED = "submitted", "Submitted"
     ANALYSING = "analysing", "Analysing"
     AWAITING_REVIEW = "awaiting_review", "Awaiting review"
+    NEEDS_IMAGES = "needs_images", "Needs better images"
     REVIEWED = "reviewed", "Reviewed"
     REPORTED = "reported", "Reported"
     FAILED = "failed", "Failed"
@@ -146,6 +163,15 @@ class Case(models.Model):
     analysis_started_at = models.DateTimeField(null=True, blank=True)
     analysed_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    analysis_worker = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="The worker (node name and process id) that claimed the analysis last; the sweeper "
+        "re-enqueues the case at once when that worker's heartbeat is gone.",
+    )
+    submitted_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the case was (last) submitted for analysis; empty for drafts."
+    )
     submission_key = models.CharField(
         max_length=64,
         blank=True,
@@ -184,6 +210,16 @@ class Case(models.Model):
     def __str__(self) -> str:
         return f"Case {self.pk} ({self.get_status_display()})"
 
+    @property
+    def analysis_delayed(self) -> bool:
+        """Stored, but not yet queued for analysis longer than ``TELEDER_PUBLISH_GRACE_S`` (the broker was
+        unavailable at submit): the AI result is late. The sweeper publishes it once the broker is back."""
+        from django.utils import timezone
+
+        if self.status != CaseStatus.SUBMITTED or self.enqueued_at is not None or self.updated_at is None:
+            return False
+        return (timezone.now() - self.updated_at).total_seconds() > settings.TELEDER_PUBLISH_GRACE_S
+
 
 def lesion_image_path(instance: "LesionImage", filename: str) -> str:
     # The client's file name is never used: images are stored under a random name.
@@ -201,6 +237,9 @@ class LesionImage(models.Model):
     height = models.PositiveIntegerField()
     content_type = models.CharField(max_length=32)
     size_bytes = models.PositiveIntegerField(default=0)
+    round = models.PositiveSmallIntegerField(
+        default=1, help_text="1 for the first submission; +1 for each set sent after a request for images."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -249,6 +288,18 @@ class Prediction(models.Model):
     def __str__(self) -> str:
         return f"{self.probability:.3f} for {self.image} ({self.model_version})"
 
+    def top_diagnoses(self, n: int = 3) -> list[tuple[str, float]]:
+        """The AI differential's ``n`` most probable diagnoses as (label, probability), most probable first;
+        empty when the model gives no class probabilities."""
+        labels = dict(Diagnosis.choices)
+        items = [
+            (str(k), float(v))
+            for k, v in (self.class_probabilities or {}).items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        items.sort(key=lambda kv: -kv[1])
+        return [(labels.get(k, k), p) for k, p in items[:n]]
+
 
 class Review(models.Model):
     """A dermatologist's assessment of a case. A correction is a new review that supersedes the earlier one."""
@@ -260,7 +311,21 @@ class Review(models.Model):
     management = models.CharField(max_length=16, choices=Management.choices)
     follow_up_months = models.PositiveSmallIntegerField(null=True, blank=True)
     notes = models.TextField(blank=True, max_length=5000)
-    agrees_with_ai = models.BooleanField(help_text="Whether the dermatologist confirmed the AI's assessment.")
+    ai_flagged = models.BooleanField(
+        null=True, help_text="Whether the AI's risk was at or above its threshold; empty when not assessed."
+    )
+    agrees_with_ai = models.BooleanField(
+        null=True,
+        help_text="Derived: whether the malignant call matches the AI flag; empty when the AI did not assess.",
+    )
+    justification = models.TextField(
+        blank=True, max_length=2000, help_text="Why an unusual combination of diagnosis and management."
+    )
+    correction_reason = models.TextField(
+        blank=True,
+        max_length=2000,
+        help_text="Why this review corrects the earlier one (printed in the addendum).",
+    )
     supersedes = models.OneToOneField(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
     )
@@ -318,6 +383,77 @@ class Report(models.Model):
     @property
     def is_addendum(self) -> bool:
         return self.supersedes_id is not None
+
+
+class ImageRequestReason(models.TextChoices):
+    BLURRED = "blurred", "Images blurred or out of focus"
+    NO_DERMOSCOPY = "no_dermoscopy", "No dermoscopic image"
+    WRONG_LESION = "wrong_lesion", "Wrong or unclear lesion"
+    NEED_OVERVIEW = "need_overview", "Need a clinical overview photo"
+    OTHER = "other", "Other"
+
+
+class ImageRequest(models.Model):
+    """A dermatologist sent a case back for better images; resolved when the clinician resubmits."""
+
+    case = models.ForeignKey(Case, on_delete=models.PROTECT, related_name="image_requests")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(max_length=16, choices=ImageRequestReason.choices)
+    note = models.TextField(blank=True, max_length=2000)
+    round = models.PositiveSmallIntegerField(help_text="The image round the clinician is asked to send.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["case", "created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(reason__in=ImageRequestReason.values), name="image_request_reason_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Image request for case {self.case_id}: {self.get_reason_display()}"
+
+
+class NotificationStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped (opted out)"
+
+
+class Notification(models.Model):
+    """One e-mail to one user: the outbox. It holds no patient-identifying data, only a link."""
+
+    recipient = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="notifications"
+    )
+    kind = models.CharField(max_length=32)
+    case = models.ForeignKey(
+        Case, null=True, blank=True, on_delete=models.PROTECT, related_name="notifications"
+    )
+    subject = models.CharField(max_length=200)
+    body = models.TextField()
+    status = models.CharField(
+        max_length=8, choices=NotificationStatus.choices, default=NotificationStatus.PENDING
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    dedupe_key = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["recipient", "dedupe_key"], condition=~Q(dedupe_key=""), name="notification_dedupe"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} to {self.recipient_id} ({self.status})"
 
 
 class AuditEventQuerySet(models.QuerySet):

@@ -84,8 +84,8 @@ def cases_visible_to(user: User) -> QuerySet[Case]:
     return _restricted(qs, user)
 
 
-def can_add_images(user: User, case: Case) -> bool:
-    """Only the submitting clinician (or a platform admin) adds images to a case."""
+def can_edit_submission(user: User, case: Case) -> bool:
+    """Only the submitting clinician (or a platform admin) adds images to a case and submits it."""
     return user.is_authenticated and (case.submitted_by_id == user.pk or user.is_platform_admin)
 
 

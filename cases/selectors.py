@@ -4,13 +4,16 @@ they guess, whatever URL they try.
 """
 
 import datetime as dt
+import math
+import statistics
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Case as DbCase
+from django.db.models import Count, F, OuterRef, Prefetch, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
@@ -20,6 +23,7 @@ from cases.models import (
     AuditEvent,
     Case,
     CaseStatus,
+    ImageRequest,
     Lesion,
     LesionImage,
     Patient,
@@ -37,6 +41,7 @@ from cases.permissions import can_submit as can_submit
 from cases.permissions import lesions_visible_to as lesions_visible_to
 from cases.permissions import organizations_for as organizations_for
 from cases.permissions import patients_visible_to as patients_visible_to
+from cases.vocabulary import Priority
 
 
 def case_get(user: User, case_id: int | str) -> Case:
@@ -63,6 +68,10 @@ def case_detail(user: User, case_id: int | str) -> Case:
             ),
             Prefetch("reviews", queryset=Review.objects.select_related("reviewer").order_by("created_at")),
             Prefetch("reports", queryset=Report.objects.select_related("signer").order_by("created_at")),
+            Prefetch(
+                "image_requests",
+                queryset=ImageRequest.objects.select_related("requested_by").order_by("created_at"),
+            ),
         )
         .get(pk=case.pk)
     )
@@ -106,8 +115,10 @@ def review_queue(
     organization: int | None = None,
     band: str | None = None,
     status: str | None = None,
+    priority: str | None = None,
 ) -> QuerySet[Case]:
-    """Cases waiting for a dermatologist, highest AI risk first, then the longest waiting.
+    """Cases waiting for a dermatologist: urgent first, then by AI risk (a case the AI could not assess
+    counts as the highest risk), then the longest waiting since submission.
 
     By default the queue holds cases awaiting review; ``status`` widens it (e.g. to ``analysing``).
     """
@@ -118,7 +129,18 @@ def review_queue(
         qs = qs.filter(organization_id=organization)
     if band:
         qs = qs.filter(risk_band=band)
-    return qs.order_by(F("risk").desc(nulls_last=True), "created_at", "pk")
+    if priority:
+        qs = qs.filter(priority=priority)
+    return qs.order_by(*QUEUE_ORDER)
+
+
+# Urgent before routine; unknown risk (not assessed) as the highest; then first come, first served.
+QUEUE_ORDER = (
+    DbCase(When(priority=Priority.URGENT, then=Value(0)), default=Value(1)).asc(),
+    Coalesce(F("risk"), Value(1.0)).desc(),
+    Coalesce(F("submitted_at"), F("created_at")).asc(),
+    "pk",
+)
 
 
 # Case lists: filters, ordering and counts (pages and API views pass what the user chose) ---------------
@@ -154,18 +176,24 @@ def cases_filter(qs: QuerySet[Case], filters: Mapping[str, Any]) -> QuerySet[Cas
     return qs.filter(**{CASE_FILTERS[name]: value for name, value in filters.items() if name in CASE_FILTERS})
 
 
-def with_image_count(qs: QuerySet[Case]) -> QuerySet[Case]:
-    """Annotate ``image_count``. A correlated subquery rather than JOIN + GROUP BY: only the page's rows are
-    counted, and the paginator's COUNT(*) drops the unused annotation instead of grouping every case."""
+def with_list_fields(qs: QuerySet[Case]) -> QuerySet[Case]:
+    """Annotate ``image_count`` and ``newest_report_uid``. Correlated subqueries rather than JOIN + GROUP BY:
+    only the page's rows are counted, and the paginator's COUNT(*) drops the unused annotations instead of
+    grouping every case."""
     images = LesionImage.objects.filter(case=OuterRef("pk")).order_by().values("case").annotate(n=Count("pk"))
-    return qs.annotate(image_count=Coalesce(Subquery(images.values("n")), 0))
+    newest_report = (
+        Report.objects.filter(case=OuterRef("pk")).order_by("-created_at", "-pk").values("uid")[:1]
+    )
+    return qs.annotate(
+        image_count=Coalesce(Subquery(images.values("n")), 0), newest_report_uid=Subquery(newest_report)
+    )
 
 
 def cases_list(*, user: User, filters: Mapping[str, Any] | None = None) -> QuerySet[Case]:
     """The cases ``user`` may see, narrowed by ``filters`` (``CASE_FILTERS``, plus ``ordering``), with
-    ``image_count``. Without an ``ordering`` the newest come first."""
+    ``image_count`` and ``newest_report_uid``. Without an ``ordering`` the newest come first."""
     filters = filters or {}
-    qs = with_image_count(cases_filter(cases_visible_to(user), filters))
+    qs = with_list_fields(cases_filter(cases_visible_to(user), filters))
     return qs.order_by(*case_ordering(filters["ordering"])) if filters.get("ordering") else qs
 
 
@@ -186,11 +214,17 @@ class QueueCounts:
 
 
 def review_queue_counts(
-    *, user: User, organization: int | None = None, band: str | None = None, status: str | None = None
+    *,
+    user: User,
+    organization: int | None = None,
+    band: str | None = None,
+    status: str | None = None,
+    priority: str | None = None,
 ) -> QueueCounts:
-    """What the queue page shows beside the list: how many cases in all, per band and per organization.
-    Each count leaves out its own filter, so that the other choices stay visible."""
-    queue = review_queue(user, organization=organization, band=band, status=status)
+    """What the queue page shows beside the list: how many cases in all (every filter), per band and per
+    organization. Each of those two leaves out its own filter, so that the other choices stay visible, and
+    counts every priority."""
+    queue = review_queue(user, organization=organization, band=band, status=status, priority=priority)
     unbanded = review_queue(user, organization=organization, status=status).order_by()
     by_band = dict(unbanded.values_list("risk_band").annotate(n=Count("pk")).values_list("risk_band", "n"))
     by_organization = dict(
@@ -262,3 +296,53 @@ def audit_events(user: User, **filters) -> QuerySet[AuditEvent]:
     if not user.is_authenticated or not user.is_platform_admin:
         return AuditEvent.objects.none()
     return audit_events_filter(AuditEvent.objects.all(), **filters)
+
+
+@dataclass(frozen=True)
+class Turnaround:
+    """Time from submission to the first signed report, for one organization over a window."""
+
+    organization_id: int
+    organization: str
+    reports: int
+    median_hours: float | None
+    p90_hours: float | None
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (no interpolation: a value that happened)."""
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def turnaround_by_organization(
+    user: User, *, days: int = 7, now: dt.datetime | None = None
+) -> list[Turnaround]:
+    """Per visible organization, the median and 90th percentile hours from (last) submission to the first
+    signed report, for reports signed in the last ``days`` days. Addenda do not count."""
+    now = now or timezone.now()
+    since = now - dt.timedelta(days=days)
+    rows = (
+        reports_visible_to(user)
+        .filter(supersedes__isnull=True, signed_at__gte=since, signed_at__lte=now)
+        .values_list("case__organization_id", "case__organization__name", "signed_at", "case__submitted_at")
+    )
+    durations: dict[tuple[int, str], list[float]] = {}
+    for org_id, name, signed_at, submitted_at in rows:
+        if submitted_at is None:
+            continue
+        hours = max(0.0, (signed_at - submitted_at).total_seconds() / 3600)
+        durations.setdefault((org_id, name), []).append(hours)
+    result = []
+    for organization in organizations_for(user).order_by("name"):
+        values = sorted(durations.get((organization.pk, organization.name), []))
+        result.append(
+            Turnaround(
+                organization_id=organization.pk,
+                organization=organization.name,
+                reports=len(values),
+                median_hours=round(statistics.median(values), 2) if values else None,
+                p90_hours=round(_percentile(values, 0.9), 2) if values else None,
+            )
+        )
+    return result

@@ -17,6 +17,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from PIL import Image, ImageOps
 
+from cases.refusals import image_too_large
+
 _MAGIC = {
     b"\xff\xd8\xff": ("JPEG", "image/jpeg"),
     b"\x89PNG\r\n\x1a\n": ("PNG", "image/png"),
@@ -44,7 +46,7 @@ def _read_limited(upload: BinaryIO, limit: int) -> bytes:
         upload.seek(0)
     data = upload.read(limit + 1)
     if len(data) > limit:
-        raise ValidationError(f"The file is larger than {limit // (1024 * 1024)} MB.", code="file_too_large")
+        raise ValidationError(image_too_large(limit), code="file_too_large")
     return data
 
 

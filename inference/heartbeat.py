@@ -27,18 +27,20 @@ def interval_s() -> float:
     return float(getattr(settings, "TELEDER_HEARTBEAT_INTERVAL_S", 10.0))
 
 
-def redis_client():
+def redis_client(timeout_s: float = 2.0):
     """A Redis client for heartbeats: REDIS_URL, else the broker when it is Redis (embedded or not)."""
     import redis
 
     url = settings.REDIS_URL or settings.CELERY_BROKER_URL
     if url.startswith("redis+socket://"):
         return redis.Redis(
-            unix_socket_path=url.removeprefix("redis+socket://"), socket_timeout=2, socket_connect_timeout=2
+            unix_socket_path=url.removeprefix("redis+socket://"),
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
         )
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise RuntimeError("Worker heartbeats need Redis: set REDIS_URL when the broker is not Redis.")
-    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
 
 
 def _check_model() -> dict[str, Any] | None:
@@ -59,6 +61,7 @@ def _check_model() -> dict[str, Any] | None:
         try:
             result["providers"] = list(ensemble_for(version).providers)
             result["loaded"] = True
+            result.update(_cpu_fallback(result["providers"]))
         except Exception as exc:  # noqa: BLE001 - a broken package is reported, not fatal to the heartbeat
             result["loaded"] = False
             result["error"] = f"{exc.__class__.__name__}: {str(exc)[:300]}"
@@ -67,6 +70,37 @@ def _check_model() -> dict[str, Any] | None:
         _model_checks.clear()
         _model_checks[key] = result
     return _model_checks[key]
+
+
+def _cpu_fallback(providers: list[str]) -> dict[str, Any]:
+    """A worker asked for a GPU provider (``TELEDER_ORT_PROVIDERS``) that its onnxruntime build has, whose
+    sessions run on the CPU anyway (CUDA or cuDNN libraries that do not load, no GPU given to the container),
+    is slow, not broken: say so loudly (an ERROR log line and ``cpu_fallback`` in the heartbeat, shown by
+    /readyz and the model page), never silently. A CPU-only onnxruntime with the default provider list (the
+    demo, the CPU image) is not a fallback; the GPU image's build refuses a CPU-only onnxruntime."""
+    import onnxruntime
+
+    available = set(onnxruntime.get_available_providers())
+    requested = [p for p in settings.TELEDER_ORT_PROVIDERS if p != "CPUExecutionProvider" and p in available]
+    if not requested or any(p in providers for p in requested):
+        return {}
+    logger.error(
+        "cpu fallback: %s requested but the model's sessions run on %s (check onnxruntime-gpu and the CUDA "
+        "libraries: docker/check_ort_cuda.sh)",
+        ", ".join(requested),
+        ", ".join(providers) or "nothing",
+    )
+    return {"cpu_fallback": True, "requested_providers": requested}
+
+
+def cpu_fallbacks(workers: list[dict[str, Any]]) -> list[str]:
+    """One line per live worker that was asked for a GPU and runs its model on the CPU."""
+    return [
+        f"cpu fallback: {w.get('hostname', '?')} was asked for {', '.join(w['model'].get('requested_providers', []))}"
+        f" and runs on {', '.join(w['model'].get('providers', [])) or 'nothing'}"
+        for w in workers
+        if (w.get("model") or {}).get("cpu_fallback")
+    ]
 
 
 def beat(hostname: str, queues: list[str]) -> dict[str, Any]:
@@ -113,9 +147,9 @@ def stop(hostname: str) -> None:
         logger.warning("could not remove the worker heartbeat", exc_info=True)
 
 
-def workers_alive() -> list[dict[str, Any]]:
+def workers_alive(*, timeout_s: float = 2.0) -> list[dict[str, Any]]:
     """Heartbeats of the workers seen in the last three intervals, by hostname."""
-    client = redis_client()
+    client = redis_client(timeout_s)
     workers = []
     for key in sorted(client.scan_iter(match=KEY_PREFIX + "*", count=100)):
         raw = client.get(key)

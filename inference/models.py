@@ -57,3 +57,29 @@ class ModelVersion(models.Model):
     def risk_band(self, probability: float) -> str:
         """``low``, ``medium`` or ``high`` for an ensemble probability of this version."""
         return risk_band(probability, self.risk_bands)
+
+
+class ShadowEvaluation(models.Model):
+    """A candidate scored on recently reviewed cases beside the then active version (champion/challenger).
+
+    ``metrics`` holds ``{"candidate": {...}, "active": {...}}`` with the same figures as the agreement
+    dashboard; stored predictions are never touched.
+    """
+
+    candidate = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="shadow_evaluations")
+    baseline = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    days = models.PositiveIntegerField()
+    cases = models.PositiveIntegerField()
+    metrics = models.JSONField(default=dict)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.candidate} vs {self.baseline or 'no active model'} on {self.cases} cases"

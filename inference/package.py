@@ -19,6 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from inference.calibration import (
+    Calibration,
+    CalibrationError,
+    Differential,
+    parse_calibration,
+    parse_differential,
+)
 from inference.preprocessing import ImageSpec, MetadataSpec, PreprocessingError
 
 FORMAT_VERSION = 1
@@ -30,6 +37,9 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_PACKAGE_BYTES = 4 * 1024**3
+# A member's numeric precision (``precision`` in its manifest entry; absent means fp32, as in every package
+# written before ``python -m training quantize`` existed).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 
 
 class PackageError(ValueError):
@@ -48,6 +58,10 @@ class MemberSpec:
     metadata_input: str | None
     output: str
     image: ImageSpec
+    # Extra graph tensors the runtime exposes as outputs at load time (the member file is not changed):
+    # key (e.g. "classes") -> tensor name inside the member's graph. See ``member_outputs``.
+    outputs: dict[str, str] = field(default_factory=dict)
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,8 @@ class Manifest:
     tta_hflip: bool
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    calibration: Calibration | None = None
+    differential: Differential | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -75,6 +91,16 @@ class Manifest:
     def output_width(self) -> int:
         """Columns a member's output has: 1 (or 2) for binary, one per class for multiclass."""
         return len(self.class_names) if self.task == "multiclass" else 1
+
+    def calibrate(self, p: Any) -> Any:
+        """The calibrated probability (the identity for a package without ``calibration``)."""
+        return p if self.calibration is None else self.calibration.apply(p)
+
+    @property
+    def precision(self) -> str:
+        """The members' precision: one of :data:`PRECISIONS`, or "mixed" when they differ."""
+        kinds = {m.precision for m in self.members}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
 
     @property
     def positive_indices(self) -> tuple[int, ...]:
@@ -133,13 +159,18 @@ def _parse_member(data: Any, index: int, manifest_metadata: MetadataSpec) -> Mem
     if metadata_input is not None and not isinstance(metadata_input, str):
         raise PackageError(f"{where}: inputs.metadata must be an input name or null")
     output = _require(data, "output", str, where)
+    precision = data.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise PackageError(f"{where}: precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     try:
         image = ImageSpec.from_dict(_require(data, "preprocessing", dict, where))
     except PreprocessingError as exc:
         raise PackageError(f"{where}: preprocessing: {exc}") from exc
     except (TypeError, ValueError) as exc:
         raise PackageError(f"{where}: preprocessing is invalid ({exc})") from exc
+    outputs = _parse_member_outputs(data.get("outputs"), where)
     return MemberSpec(
+        outputs=outputs,
         name=name,
         file=file,
         sha256=sha,
@@ -148,7 +179,19 @@ def _parse_member(data: Any, index: int, manifest_metadata: MetadataSpec) -> Mem
         metadata_input=metadata_input,
         output=output,
         image=image,
+        precision=precision,
     )
+
+
+def _parse_member_outputs(data: Any, where: str) -> dict[str, str]:
+    """``outputs``: {key: tensor name}, the member's extra outputs (optional; absent in 1.2.x packages)."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v for k, v in data.items()
+    ):
+        raise PackageError(f'{where}: outputs must map names to tensor names, e.g. {{"classes": "..."}}')
+    return dict(data)
 
 
 def _parse_metadata(data: Any) -> MetadataSpec:
@@ -251,6 +294,11 @@ def parse_manifest(data: Any) -> Manifest:
     for key in ("training", "metrics"):
         if not isinstance(data.get(key, {}), dict):
             raise PackageError(f"manifest: '{key}' must be an object")
+    try:
+        calibration = parse_calibration(data.get("calibration"))
+        differential = parse_differential(data.get("differential"), {m.name: m.outputs for m in members})
+    except CalibrationError as exc:
+        raise PackageError(str(exc)) from exc
     return Manifest(
         format_version=fmt,
         name=name,
@@ -265,6 +313,8 @@ def parse_manifest(data: Any) -> Manifest:
         tta_hflip=bool(tta.get("hflip", False)),
         training=dict(data.get("training") or {}),
         metrics=dict(data.get("metrics") or {}),
+        calibration=calibration,
+        differential=differential,
         raw=data,
     )
 
@@ -292,9 +342,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def member_entry(name: str, onnx_file: Path, spec: ImageSpec, output: str, *, weight: float = 1.0) -> dict:
-    """One ``members`` entry of a binary dual-input member, with the file's sha256."""
-    return {
+def member_entry(
+    name: str,
+    onnx_file: Path,
+    spec: ImageSpec,
+    output: str,
+    *,
+    weight: float = 1.0,
+    outputs: dict[str, str] | None = None,
+) -> dict:
+    """One ``members`` entry of a binary dual-input member, with the file's sha256 (and its extra
+    ``outputs``, tensor names the runtime exposes at load time, when given)."""
+    entry = {
         "name": name,
         "file": Path(onnx_file).name,
         "sha256": sha256_file(Path(onnx_file)),
@@ -303,6 +362,9 @@ def member_entry(name: str, onnx_file: Path, spec: ImageSpec, output: str, *, we
         "output": output,
         "preprocessing": spec.to_dict(),
     }
+    if outputs:
+        entry["outputs"] = dict(outputs)
+    return entry
 
 
 def floor6(value: float) -> float:
@@ -324,8 +386,11 @@ def write_manifest(
     tta: bool = False,
     training: dict | None = None,
     metrics: dict | None = None,
+    calibration: dict | None = None,
+    differential: dict | None = None,
 ) -> dict:
-    """Write a binary package's ``manifest.json`` (the one writer: training, tests and benchmarks use it)."""
+    """Write a binary package's ``manifest.json`` (the one writer: training, tests and benchmarks use it).
+    ``calibration`` and ``differential`` (see ``inference.calibration``) are written only when given."""
     manifest = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -341,6 +406,10 @@ def write_manifest(
         "training": training or {},
         "metrics": metrics or {},
     }
+    if calibration is not None:
+        manifest["calibration"] = calibration
+    if differential is not None:
+        manifest["differential"] = differential
     (Path(folder) / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     return manifest
 

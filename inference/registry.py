@@ -136,14 +136,24 @@ def model_register(path: str | Path, *, actor: User | None = None) -> ModelVersi
     return version
 
 
-def model_activate(*, name: str, version: str, actor: User | None = None) -> ModelVersion:
+def model_activate(
+    *, name: str, version: str, actor: User | None = None, force_reason: str = ""
+) -> ModelVersion:
     """Make ``name version`` the one active model, atomically; the previously active one is retired.
 
-    Rolling back is activating the previous version again.
+    Rolling back is activating the previous version again. A candidate whose shadow evaluation showed a
+    sensitivity drop beyond the allowed one is refused unless ``force_reason`` says why (audited).
     """
+    from inference.shadow import activation_refusal
+
     target = model_version_get(name=name, version=version)
     if target is None:
         raise ValidationError(f"No model {name} {version} is registered.", code="not_found")
+    refusal = activation_refusal(target)
+    if refusal and not force_reason.strip():
+        raise ValidationError(
+            f"{refusal}. Activate it anyway only with --force and a --reason.", code="sensitivity_drop"
+        )
     try:
         verify_files(Path(target.package_path), parse_manifest(target.manifest))
     except PackageError as exc:
@@ -166,6 +176,7 @@ def model_activate(*, name: str, version: str, actor: User | None = None) -> Mod
             name=target.name,
             version=target.version,
             previous=[str(old) for old in previous],
+            **({"forced": True, "reason": force_reason.strip(), "refusal": refusal} if refusal else {}),
         )
     logger.info("activated model %s (previously %s)", target, ", ".join(map(str, previous)) or "none")
     return target

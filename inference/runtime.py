@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import onnxruntime as ort
 from onnx import compose, helper
 from PIL import Image
 
+from inference.calibration import calibrated_differential
 from inference.package import Manifest, MemberSpec, PackageError
 from inference.preprocessing import ImageSpec, hflip, image_tensor, load_image, metadata_vector
 
@@ -79,11 +80,16 @@ def session_options(config: RuntimeConfig, *, shared: bool) -> ort.SessionOption
 
 @dataclass(frozen=True)
 class ImageOutcome:
-    """The ensemble's answer for one image."""
+    """The ensemble's answer for one image. ``probability``, ``member_probabilities`` and
+    ``class_probabilities`` are calibrated when the package carries a calibration map; ``raw_probability`` is
+    the ensemble's probability before it. ``extras``: the members' declared extra outputs (``outputs`` in the
+    manifest), TTA-averaged and weight-averaged across the members that declare them, one vector per key."""
 
     probability: float
     member_probabilities: dict[str, float]
     class_probabilities: dict[str, float] | None = None
+    raw_probability: float | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -111,11 +117,41 @@ class BatchInputs:
 Metadata = tuple[Any, Any, Any]  # (age, sex, site); None or "unknown" for what is not known
 
 
+def expose_outputs(graph: onnx.GraphProto, tensors: Sequence[str], *, where: str = "") -> onnx.GraphProto:
+    """Make internal tensors of ``graph`` graph outputs too (in place; the file on disk is untouched). How a
+    member's extra ``outputs`` (the class softmax, image features) are read without re-exporting it. Raises
+    :class:`PackageError` when the graph has no such tensor."""
+    present = {o.name for o in graph.output}
+    produced = {name for node in graph.node for name in node.output}
+    known = {v.name: v for v in graph.value_info}
+    for name in tensors:
+        if name in present:
+            continue
+        if name not in produced:
+            raise PackageError(f"{where}the ONNX graph has no tensor '{name}' to expose as an output")
+        info = onnx.ValueInfoProto()
+        if name in known:
+            info.CopyFrom(known[name])
+        else:
+            info.CopyFrom(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        graph.output.append(info)
+        present.add(name)
+    return graph
+
+
 def _member_session(folder: Path, member: MemberSpec, config: RuntimeConfig, *, shared: bool):
     path = Path(folder) / member.file
+    source: str | bytes = str(path)
+    if member.outputs:
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:  # noqa: BLE001 - onnx raises several types for unreadable files
+            raise PackageError(f"member '{member.name}': {member.file} is not a readable ONNX file") from exc
+        expose_outputs(model.graph, list(member.outputs.values()), where=f"member '{member.name}': ")
+        source = model.SerializeToString()
     try:
         return ort.InferenceSession(
-            str(path),
+            source,
             sess_options=session_options(config, shared=shared),
             providers=select_providers(config.providers),
         )
@@ -160,6 +196,10 @@ def fuse_members(folder: Path, manifest: Manifest) -> bytes | None:
         initializers.extend(graph.initializer)
         value_info.extend(graph.value_info)
         outputs.extend(o for o in graph.output if o.name == prefix + member.output)
+        extra = [prefix + tensor for tensor in member.outputs.values()]
+        if extra:
+            expose_outputs(graph, extra, where=f"member '{member.name}': ")
+            outputs.extend(o for o in graph.output if o.name in extra)
     fused = helper.make_model(
         helper.make_graph(
             nodes, "teleder_ensemble", list(inputs.values()), outputs, initializers, value_info=value_info
@@ -300,7 +340,7 @@ class Ensemble:
         n = len(inputs)
         manifest = self.manifest
         started = time.perf_counter()
-        member_outputs = []
+        member_outputs, member_extras = [], []
         for member, session in zip(manifest.members, self.sessions, strict=True):
             batch = inputs.images[member.image]
             meta = inputs.metadata
@@ -310,16 +350,18 @@ class Ensemble:
             feed = {member.image_input: np.ascontiguousarray(batch, dtype=np.float32)}
             if member.metadata_input:
                 feed[member.metadata_input] = meta.astype(np.float32)
+            extra_keys = list(member.outputs)
             try:
-                (raw,) = session.run([member.output], feed)
+                raw, *extra = session.run([member.output, *member.outputs.values()], feed)
             except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"member '{member.name}' failed to run ({_short(exc)})") from exc
             probs = self._class_probabilities(member, raw, len(batch))
             if manifest.tta_hflip:
                 probs = (probs[:n] + probs[n:]) / 2.0
             member_outputs.append(probs)
+            member_extras.append(self._extra_outputs(member, dict(zip(extra_keys, extra, strict=True)), n))
         model_ms = (time.perf_counter() - started) * 1000.0
-        return self._combine(member_outputs, n), model_ms
+        return self._combine(member_outputs, n, member_extras), model_ms
 
     def _run_fused(self, inputs: BatchInputs) -> tuple[list[ImageOutcome], float]:
         n = len(inputs)
@@ -333,24 +375,57 @@ class Ensemble:
             meta = np.concatenate([inputs.metadata] * 2) if manifest.tta_hflip else inputs.metadata
             feed[FUSED_METADATA] = meta.astype(np.float32)
         names = [f"m{k}/{m.output}" for k, m in enumerate(manifest.members)]
+        extra_names = [
+            (k, key, f"m{k}/{tensor}")
+            for k, m in enumerate(manifest.members)
+            for key, tensor in m.outputs.items()
+        ]
         try:
-            raws = self.fused.run(names, feed)
+            raws = self.fused.run(names + [name for _, _, name in extra_names], feed)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             member = _failed_member(exc, manifest)
             where = f"member '{member}'" if member else "the ensemble"
             raise ModelError(f"{where} failed to run ({_short(exc)})") from exc
         rows = 2 * n if manifest.tta_hflip else n
         member_outputs = []
-        for member, raw in zip(manifest.members, raws, strict=True):
+        for member, raw in zip(manifest.members, raws[: len(names)], strict=True):
             probs = self._class_probabilities(member, raw, rows)
             member_outputs.append((probs[:n] + probs[n:]) / 2.0 if manifest.tta_hflip else probs)
+        extras_raw: list[dict[str, Any]] = [{} for _ in manifest.members]
+        for (k, key, _), value in zip(extra_names, raws[len(names) :], strict=True):
+            extras_raw[k][key] = value
+        member_extras = [
+            self._extra_outputs(member, raw, n)
+            for member, raw in zip(manifest.members, extras_raw, strict=True)
+        ]
         model_ms = (time.perf_counter() - started) * 1000.0
-        return self._combine(member_outputs, n), model_ms
+        return self._combine(member_outputs, n, member_extras), model_ms
 
-    def _combine(self, member_outputs: list[np.ndarray], n: int) -> list[ImageOutcome]:
+    def _extra_outputs(self, member: MemberSpec, raw: dict[str, Any], n: int) -> dict[str, np.ndarray]:
+        """A member's extra outputs as (N, width) float64, TTA rows averaged."""
+        rows = 2 * n if self.manifest.tta_hflip else n
+        out = {}
+        for key, value in raw.items():
+            array = np.asarray(value, dtype=np.float64)
+            if array.ndim < 1 or array.shape[0] != rows or not np.all(np.isfinite(array)):
+                raise ModelError(
+                    f"member '{member.name}' returned shape {list(array.shape)} or non-finite values for its "
+                    f"output '{key}' (batch of {rows})"
+                )
+            array = array.reshape(rows, -1)
+            out[key] = (array[:n] + array[n:]) / 2.0 if self.manifest.tta_hflip else array
+        return out
+
+    def _combine(
+        self,
+        member_outputs: list[np.ndarray],
+        n: int,
+        member_extras: list[dict[str, np.ndarray]] | None = None,
+    ) -> list[ImageOutcome]:
         stacked = np.stack(member_outputs)  # (members, N, classes)
         combined = np.tensordot(self.weights, stacked, axes=1)  # (N, classes)
-        return [self._outcome(i, combined, stacked) for i in range(n)]
+        extras = combine_extra_outputs(self.weights, member_extras or [{} for _ in member_outputs])
+        return [self._outcome(i, combined, stacked, extras) for i in range(n)]
 
     def warm_up(self, batch_size: int) -> float:
         """Run one synthetic batch of ``batch_size`` images (unknown metadata) so that the first real case of
@@ -397,22 +472,68 @@ class Ensemble:
             )
         return np.clip(out, 0.0, 1.0)
 
-    def _outcome(self, i: int, combined: np.ndarray, stacked: np.ndarray) -> ImageOutcome:
+    def _outcome(
+        self, i: int, combined: np.ndarray, stacked: np.ndarray, extras: dict[str, np.ndarray] | None = None
+    ) -> ImageOutcome:
         manifest = self.manifest
         names = [m.name for m in manifest.members]
+        image_extras = {key: value[i] for key, value in (extras or {}).items()}
         if manifest.task == "binary":
-            return ImageOutcome(
-                probability=float(combined[i, 0]),
-                member_probabilities={n: float(stacked[k, i, 0]) for k, n in enumerate(names)},
-            )
-        positive = list(manifest.positive_indices)
-        return ImageOutcome(
-            probability=float(np.clip(combined[i, positive].sum(), 0.0, 1.0)),
-            member_probabilities={
+            raw = float(combined[i, 0])
+            members = {n: float(stacked[k, i, 0]) for k, n in enumerate(names)}
+            classes = None
+        else:
+            positive = list(manifest.positive_indices)
+            raw = float(np.clip(combined[i, positive].sum(), 0.0, 1.0))
+            members = {
                 n: float(np.clip(stacked[k, i, positive].sum(), 0.0, 1.0)) for k, n in enumerate(names)
-            },
-            class_probabilities={c: float(combined[i, j]) for j, c in enumerate(manifest.class_names)},
+            }
+            classes = dict(zip(manifest.class_names, combined[i], strict=True))
+        differential = manifest.differential
+        if differential is not None and differential.output in image_extras:
+            classes = dict(zip(differential.classes, image_extras[differential.output], strict=False))
+        probability = raw
+        if manifest.calibration is not None:
+            probability = float(manifest.calibrate(raw))
+            members = {n: float(manifest.calibrate(p)) for n, p in members.items()}
+            if classes is not None:
+                classes = self._calibrated_classes(classes, probability)
+        elif classes is not None:
+            classes = {c: float(v) for c, v in classes.items()}
+        return ImageOutcome(
+            probability=probability,
+            member_probabilities=members,
+            class_probabilities=classes,
+            raw_probability=raw,
+            extras=image_extras,
         )
+
+    def _calibrated_classes(self, classes: dict[str, float], probability: float) -> dict[str, float]:
+        """Class probabilities rescaled so that the malignant ones sum to the (calibrated) risk shown."""
+        names = list(classes)
+        differential = self.manifest.differential
+        malignant = set(differential.malignant) if differential else set(self.manifest.positive_classes)
+        values = calibrated_differential(
+            np.array([[classes[c] for c in names]]),
+            np.array([c in malignant for c in names]),
+            np.array([probability]),
+        )[0]
+        return {c: float(v) for c, v in zip(names, values, strict=True)}
+
+
+def combine_extra_outputs(
+    weights: np.ndarray, member_extras: list[dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
+    """Weighted mean of each extra output over the members that declare it (weights renormalised)."""
+    keys = dict.fromkeys(key for extras in member_extras for key in extras)
+    out = {}
+    for key in keys:
+        having = [(w, extras[key]) for w, extras in zip(weights, member_extras, strict=True) if key in extras]
+        if len({value.shape for _, value in having}) != 1:
+            raise ModelError(f"the members' '{key}' outputs have different shapes")
+        total = sum(w for w, _ in having)
+        out[key] = sum(w * value for w, value in having) / total
+    return out
 
 
 def _decode(source: Any) -> Image.Image:

@@ -1,6 +1,10 @@
 """Reads of model versions."""
 
-from django.db.models import QuerySet
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Min, QuerySet
+from django.utils import timezone
 
 from inference.models import ModelStatus, ModelVersion
 
@@ -26,3 +30,14 @@ def previous_model_version() -> ModelVersion | None:
     if current is not None and current.activated_at is not None:
         qs = qs.filter(activated_at__lt=current.activated_at)
     return qs.order_by("-activated_at", "-pk").first()
+
+
+def analysis_queue_unavailable_since() -> datetime | None:
+    """When the oldest case still waiting to be queued for analysis was stored (the broker was down at its
+    submit and the sweeper could not publish it yet); None when every stored case has been queued."""
+    from cases.models import Case, CaseStatus
+
+    grace = timezone.now() - timedelta(seconds=settings.TELEDER_PUBLISH_GRACE_S)
+    return Case.objects.filter(
+        status=CaseStatus.SUBMITTED, enqueued_at__isnull=True, updated_at__lt=grace
+    ).aggregate(since=Min("updated_at"))["since"]

@@ -74,9 +74,9 @@ def _read_image(image: Any) -> bytes:
         raise TransientAnalysisError(f"image {image.pk} could not be read from storage: {exc}") from exc
 
 
-def case_analyse(*, case_id: int) -> Any:
+def case_analyse(*, case_id: int, worker: str = "") -> Any:
     """Analyse one case; return it (awaiting review or failed), or None if there was nothing to do."""
-    case = case_claim_for_analysis(case_id=case_id)
+    case = case_claim_for_analysis(case_id=case_id, worker=worker)
     if case is None:
         return None
     _test_delay()
@@ -141,19 +141,48 @@ class SweepResult:
     failed: list[int] = field(default_factory=list)
 
 
+def _live_workers() -> set[str] | None:
+    """``hostname:pid`` of every worker with a current heartbeat; None when heartbeats cannot be read."""
+    from inference import heartbeat
+
+    try:
+        return {f"{w.get('hostname')}:{w.get('pid')}" for w in heartbeat.workers_alive()}
+    except Exception:  # noqa: BLE001 - without heartbeats only the stuck timeout applies
+        logger.warning("sweeper: worker heartbeats unavailable", exc_info=True)
+        return None
+
+
+def _lost_before(now: datetime) -> datetime | None:
+    from inference import broker
+
+    try:
+        return broker.lost_messages_before(now=now)
+    except Exception:  # noqa: BLE001 - broker down: nothing can be published now; the next sweep looks again
+        logger.warning("sweeper: the broker cannot be asked about lost messages", exc_info=True)
+        return None
+
+
 def cases_sweep_stuck(*, now: datetime | None = None) -> SweepResult:
     """Re-enqueue analyses whose broker message may have been lost.
 
-    Cases submitted or analysing with no progress and no publish for ``TELEDER_STUCK_AFTER_S`` are published
-    again (or failed after ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` claims, so that an image that kills the worker
-    cannot loop for ever). Reports lost the same way are the reports area's sweep
-    (``cases.reports.tasks.sweep_missing_reports``).
+    At once (no waiting for the stuck timeout), once a case is older than ``TELEDER_PUBLISH_GRACE_S``:
+    submitted cases never published (``enqueued_at`` empty: the broker was down at submit), submitted cases
+    published before the broker lost its data (see ``inference.broker``), and analysing cases whose claiming
+    worker has no heartbeat any more (killed). After ``TELEDER_STUCK_AFTER_S`` without progress, any submitted
+    or analysing case. A case claimed ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` times without finishing is failed
+    instead, so that an image that kills the worker cannot loop for ever. A second message for a case is
+    harmless: the claim and the per-image results are idempotent, so a case is still analysed into one result
+    set. Reports lost the same way are the reports area's sweep (``cases.reports.tasks.sweep_missing_reports``).
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.TELEDER_STUCK_AFTER_S)
+    grace = now - timedelta(seconds=settings.TELEDER_PUBLISH_GRACE_S)
     max_attempts = settings.TELEDER_MAX_ANALYSIS_ATTEMPTS
     result = SweepResult()
-    for case_id, analysing, attempts in cases_stuck_in_analysis(cutoff=cutoff):
+    stuck = cases_stuck_in_analysis(
+        cutoff=cutoff, grace=grace, lost_before=_lost_before(now), live_workers=_live_workers()
+    )
+    for case_id, analysing, attempts in stuck:
         if analysing and attempts >= max_attempts:
             reason = (
                 f"The analysis did not finish in {attempts} attempts (the worker was lost or timed out each time). "

@@ -2,6 +2,7 @@
 about retrying. See docs/inference.md for the queue, retries and the sweeper."""
 
 import logging
+import os
 import random
 
 from celery import shared_task
@@ -25,6 +26,13 @@ TRANSIENT_ERRORS = (
     services.TransientAnalysisError,
 )
 MAX_RETRIES = 5
+# The worker's main process id: prefork children learn it when they start (their parent), the solo pool is it.
+_main_pid: int | None = None
+
+
+def worker_identity(hostname: str) -> str:
+    """``hostname:pid`` as the worker's heartbeat names it (inference.heartbeat), recorded on each claim."""
+    return f"{hostname}:{_main_pid or os.getpid()}"
 
 
 def retry_delay_s(retries: int) -> float:
@@ -45,7 +53,9 @@ def retry_delay_s(retries: int) -> float:
 def analyse_case(self, case_id: int) -> str:
     """Analyse case ``case_id`` with the active model. Running it twice stores one result set."""
     try:
-        case = services.case_analyse(case_id=int(case_id))
+        case = services.case_analyse(
+            case_id=int(case_id), worker=worker_identity(self.request.hostname or "")
+        )
     except SoftTimeLimitExceeded:
         timeout = settings.TELEDER_ANALYSIS_TIMEOUT_S
         services.analysis_fail(
@@ -102,6 +112,8 @@ def _sweep_when_worker_starts(**_: object) -> None:
 @worker_process_init.connect
 def _load_active_model(**_: object) -> None:
     # Prefork children load the active ensemble before their first case, so the first case is not slow.
+    global _main_pid
+    _main_pid = os.getppid()
     from inference.registry import ensemble_for
     from inference.selectors import active_model_version
 

@@ -30,7 +30,20 @@ def model_detail(request: HttpRequest, model_id: int) -> HttpResponse:
     version = model_versions().filter(pk=model_id).first()
     if version is None:
         raise Http404("No such model version.")
-    return render(request, "inference/model_detail.html", {"version": version})
+    return render(
+        request, "inference/model_detail.html", {"version": version, "workers": _workers_running(version.pk)}
+    )
+
+
+def _workers_running(version_id: int) -> list[dict] | None:
+    """Live workers' heartbeats for this version (providers, CPU fallback); None when Redis cannot answer."""
+    from inference import heartbeat
+
+    try:
+        alive = heartbeat.workers_alive()
+    except Exception:  # noqa: BLE001 - the page still shows the version without the workers
+        return None
+    return [w for w in alive if (w.get("model") or {}).get("id") == version_id]
 
 
 @role_required(Role.ADMIN)

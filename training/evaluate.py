@@ -242,6 +242,17 @@ def age_band(age: float | None) -> str:
     return "70+"
 
 
+def metadata_pattern(record) -> str:
+    """Which metadata a record has: "all present" (age, sex and site), "all missing", "age missing" (the
+    rest partly known) or "partly missing" (age known, sex or site not)."""
+    known = (record.age is not None, bool(record.sex), bool(record.site))
+    if all(known):
+        return "all present"
+    if not any(known):
+        return "all missing"
+    return "age missing" if not known[0] else "partly missing"
+
+
 def subgroup_aucs(dataset: Dataset, scores: np.ndarray, threshold: float | None = None) -> dict:
     """AUC (and n, positives) per source, sex, age band, anatomical site and diagnosis; with ``threshold`` also
     the sensitivity and specificity at it (None where the group has no malignant / no benign image), because a
@@ -253,6 +264,7 @@ def subgroup_aucs(dataset: Dataset, scores: np.ndarray, threshold: float | None 
         "age_band": lambda r: age_band(r.age),
         "site": lambda r: r.site or "unknown",
         "diagnosis": lambda r: r.diagnosis or "unknown",
+        "metadata": metadata_pattern,
     }
     out: dict[str, dict] = {}
     for name, key in keys.items():
@@ -274,18 +286,117 @@ def subgroup_aucs(dataset: Dataset, scores: np.ndarray, threshold: float | None 
     return out
 
 
-def full_report(dataset: Dataset, scores: np.ndarray, threshold: float) -> dict:
+MIN_GROUP_POSITIVES = 30
+GROUP_SENSITIVITY_FLOOR = 0.90
+
+
+def sensitivity_shortfalls(
+    subgroups: dict, *, min_positives: int = MIN_GROUP_POSITIVES, floor: float = GROUP_SENSITIVITY_FLOOR
+) -> list[dict]:
+    """The age bands and sources with >= ``min_positives`` malignant images whose sensitivity at the threshold
+    is below ``floor`` (``subgroups`` as :func:`subgroup_aucs` returns it, with a threshold)."""
+    out = []
+    for group in ("age_band", "source"):
+        for value, row in subgroups.get(group, {}).items():
+            if row["positives"] >= min_positives and (row.get("sensitivity") or 0.0) < floor:
+                out.append(
+                    {
+                        "group": group,
+                        "value": value,
+                        "positives": row["positives"],
+                        "sensitivity": row["sensitivity"],
+                    }
+                )
+    return out
+
+
+def balanced_accuracy(diagnoses: list[str], classes: np.ndarray, class_names: list[str]) -> dict:
+    """Balanced multiclass accuracy (the ISIC 2018 Task 3 metric: mean recall over the classes present, argmax
+    prediction, ties count as wrong) over the records whose diagnosis is one of ``class_names``. Computed with
+    the ``isic-challenge-scoring`` package when it is installed, else by the same formula here."""
+    keep = [i for i, d in enumerate(diagnoses) if d in class_names]
+    if not keep:
+        return {"balanced_accuracy": None, "n": 0, "implementation": None}
+    truth = np.zeros((len(keep), len(class_names)))
+    for row, i in enumerate(keep):
+        truth[row, class_names.index(diagnoses[i])] = 1.0
+    predicted = np.asarray(classes, dtype=np.float64)[keep]
+    try:
+        import pandas as pd
+        from isic_challenge_scoring.metrics import balanced_multiclass_accuracy
+
+        value = balanced_multiclass_accuracy(
+            pd.DataFrame(truth, columns=class_names),
+            pd.DataFrame(predicted, columns=class_names),
+            pd.Series(np.ones(len(keep))),
+        )
+        implementation = "isic-challenge-scoring"
+    except ImportError:
+        top = predicted.max(axis=1, keepdims=True)
+        winner = np.where((predicted == top).sum(axis=1) == 1, predicted.argmax(axis=1), -1)
+        recalls = [
+            float((winner[truth[:, c] == 1] == c).mean())
+            for c in range(len(class_names))
+            if truth[:, c].any()
+        ]
+        value, implementation = float(np.mean(recalls)), "training.evaluate (same formula)"
+    per_class = {
+        c: float((predicted[truth[:, j] == 1].argmax(axis=1) == j).mean()) if truth[:, j].any() else None
+        for j, c in enumerate(class_names)
+    }
+    return {
+        "balanced_accuracy": float(value),
+        "n": len(keep),
+        "recall_per_class": per_class,
+        "implementation": implementation,
+    }
+
+
+def full_report(
+    dataset: Dataset,
+    scores: np.ndarray,
+    threshold: float,
+    *,
+    raw_scores: np.ndarray | None = None,
+    classes: np.ndarray | None = None,
+    class_names: list[str] | None = None,
+) -> dict:
+    """Metrics at ``threshold`` on (calibrated) ``scores``; ``raw_scores``: the same before calibration (for
+    ``ece_before_calibration`` and the reliability table before); ``classes``: the differential (N, C)."""
     labels = np.array([r.malignant for r in dataset.records])
     report = binary_metrics(labels, scores, threshold)
     report["subgroups"] = subgroup_aucs(dataset, scores, threshold)
     report["reliability"] = reliability(labels, scores)
+    raw = scores if raw_scores is None else np.asarray(raw_scores, dtype=np.float64)
+    report["ece_before_calibration"] = expected_calibration_error(labels, raw)
+    if raw_scores is not None:
+        report["reliability_before_calibration"] = reliability(labels, raw)
+    report["melanoma_sensitivity"] = report["subgroups"]["diagnosis"].get("mel", {}).get("sensitivity")
+    report["age_band_sensitivity"] = {
+        band: row["sensitivity"] for band, row in report["subgroups"]["age_band"].items() if row["positives"]
+    }
+    report["missingness"] = report["subgroups"]["metadata"]
+    report["sensitivity_shortfalls"] = sensitivity_shortfalls(report["subgroups"])
+    if classes is not None and class_names:
+        multiclass = balanced_accuracy([r.diagnosis for r in dataset.records], classes, list(class_names))
+        report["balanced_accuracy"] = multiclass["balanced_accuracy"]
+        report["multiclass"] = multiclass
+    else:
+        report["balanced_accuracy"] = None
     return report
 
 
 def save_plots(
-    labels: np.ndarray, scores: np.ndarray, folder: Path, *, threshold: float | None = None, title: str = ""
+    labels: np.ndarray,
+    scores: np.ndarray,
+    folder: Path,
+    *,
+    threshold: float | None = None,
+    title: str = "",
+    raw_scores: np.ndarray | None = None,
 ) -> list[str]:
-    """roc.png and reliability.png (matplotlib, Agg backend)."""
+    """roc.png and reliability.png (matplotlib, Agg backend); with ``raw_scores`` the reliability diagram
+    shows the probabilities before calibration too."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -313,7 +424,17 @@ def save_plots(
     xs = [b["mean_probability"] for b in bins if b["n"]]
     ys = [b["observed_rate"] for b in bins if b["n"]]
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.plot(xs, ys, "o-", label=f"ECE {expected_calibration_error(labels, scores):.3f}")
+    if raw_scores is not None and not np.array_equal(raw_scores, scores):
+        before = reliability(labels, np.asarray(raw_scores, dtype=np.float64))
+        ax.plot(
+            [b["mean_probability"] for b in before if b["n"]],
+            [b["observed_rate"] for b in before if b["n"]],
+            "s--",
+            color="grey",
+            label=f"before calibration, ECE {expected_calibration_error(labels, raw_scores):.3f}",
+        )
+    after = "calibrated, " if raw_scores is not None and not np.array_equal(raw_scores, scores) else ""
+    ax.plot(xs, ys, "o-", label=f"{after}ECE {expected_calibration_error(labels, scores):.3f}")
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("observed malignant rate")
     ax.set_title(f"Reliability {title}".strip())
@@ -357,35 +478,58 @@ def load_package(model: str | Path):
     return path, manifest
 
 
-def score_dataset(
-    dataset: Dataset, folder: Path, manifest, *, batch_size: int = 32, progress: bool = True
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Ensemble and per-member probabilities for every record, via ``inference.runtime``."""
+def score_records(
+    dataset: Dataset,
+    folder: Path,
+    manifest,
+    *,
+    batch_size: int = 32,
+    progress: bool = True,
+    mask_metadata: bool = False,
+) -> dict[str, np.ndarray]:
+    """Everything the ensemble says about every record, via ``inference.runtime``: ``probability`` (calibrated
+    when the package is), ``raw_probability``, ``member_<name>`` and, when the package declares a differential,
+    ``classes`` (N, C; calibrated like the risk). ``mask_metadata``: score as if age, sex and site were unknown
+    (how much the metadata moves the scores)."""
     from inference.runtime import CPU, Ensemble, RuntimeConfig
 
     ensemble = Ensemble(folder, manifest, RuntimeConfig(providers=(CPU,)))
-    probabilities: list[float] = []
-    members: dict[str, list[float]] = defaultdict(list)
+    out: dict[str, list] = defaultdict(list)
     starts = range(0, len(dataset.records), batch_size)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="scoring", unit="batch", mininterval=5)
+    differential = manifest.differential
     for start in starts:
         chunk = dataset.records[start : start + batch_size]
-        inputs = ensemble.prepare(
-            [r.path for r in chunk], [(r.age, r.sex or None, r.site or None) for r in chunk]
-        )
-        outcomes, _ = ensemble.run(inputs)
+        metadata = [
+            (None, None, None) if mask_metadata else (r.age, r.sex or None, r.site or None) for r in chunk
+        ]
+        outcomes, _ = ensemble.run(ensemble.prepare([r.path for r in chunk], metadata))
         for outcome in outcomes:
-            probabilities.append(outcome.probability)
+            out["probability"].append(outcome.probability)
+            out["raw_probability"].append(
+                outcome.probability if outcome.raw_probability is None else outcome.raw_probability
+            )
             for name, value in outcome.member_probabilities.items():
-                members[name].append(value)
-    return np.array(probabilities), {k: np.array(v) for k, v in members.items()}
+                out[f"member_{name}"].append(value)
+            if differential is not None and outcome.class_probabilities:
+                out["classes"].append([outcome.class_probabilities[c] for c in differential.classes])
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def score_dataset(
+    dataset: Dataset, folder: Path, manifest, *, batch_size: int = 32, progress: bool = True
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Ensemble and per-member probabilities for every record, via ``inference.runtime``."""
+    scored = score_records(dataset, folder, manifest, batch_size=batch_size, progress=progress)
+    members = {k[len("member_") :]: v for k, v in scored.items() if k.startswith("member_")}
+    return scored["probability"], members
 
 
 def evaluate_csv(
-    data: str | Path,
+    data,
     model: str | Path,
     *,
     threshold: float | None = None,
@@ -393,8 +537,10 @@ def evaluate_csv(
     subset: str = "val",
     out: Path | None = None,
     strict: bool = False,
+    mask_metadata: bool = False,
 ) -> dict:
-    """Score a CSV (optionally one side of a saved split) with a package; metrics at the package threshold."""
+    """Score one or more CSVs (optionally one side of a saved split) with a package; metrics at the package
+    threshold on the served (calibrated) probabilities. ``mask_metadata``: score with age, sex and site unknown."""
     from training.data import Split
 
     folder, manifest = load_package(model)
@@ -402,23 +548,40 @@ def evaluate_csv(
     if split:
         train, val = Split.load(split).apply(dataset)
         dataset = val if subset == "val" else train
-    scores, members = score_dataset(dataset, folder, manifest)
+    scored = score_records(dataset, folder, manifest, mask_metadata=mask_metadata)
+    scores = scored["probability"]
     used = manifest.threshold if threshold is None else threshold
-    report = full_report(dataset, scores, used)
+    differential = manifest.differential
+    report = full_report(
+        dataset,
+        scores,
+        used,
+        raw_scores=scored["raw_probability"],
+        classes=scored.get("classes"),
+        class_names=list(differential.classes) if differential else None,
+    )
     labels = np.array([r.malignant for r in dataset.records])
-    report["members"] = {name: {"auc": roc_auc(labels, s)} for name, s in members.items()}
+    report["members"] = {
+        name[len("member_") :]: {"auc": roc_auc(labels, s)}
+        for name, s in scored.items()
+        if name.startswith("member_")
+    }
     report["model"] = f"{manifest.name} {manifest.version}"
-    report["data"] = str(data)
+    report["data"] = data if isinstance(data, list) else str(data)
     report["bad_rows"] = len(dataset.bad_rows)
+    report["calibrated"] = manifest.calibration is not None
+    report["metadata_masked"] = mask_metadata
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        save_plots(labels, scores, out, threshold=used, title=report["model"])
+        save_plots(
+            labels, scores, out, threshold=used, title=report["model"], raw_scores=scored["raw_probability"]
+        )
         (out / "metrics.json").write_text(json.dumps(report, indent=2))
         np.savez(
             out / "scores.npz",
             image_id=np.array([r.image_id for r in dataset.records]),
-            probability=scores,
             label=labels,
+            **scored,
         )
     return report
 
@@ -449,6 +612,117 @@ def threshold_sentence(rule: dict | None, threshold: float, target: float) -> st
         f"confidence bound of sensitivity is only {rule['lower_bound']:.3f}, below the target "
         f"{target:.2f}: validate on more malignant cases before relying on it."
     )
+
+
+def _calibration_lines(card: dict) -> list[str]:
+    record, m = card.get("calibration"), card["validation"]
+    if not record:
+        return ["Probabilities are not calibrated (the package has no calibration map).", ""]
+    lines = [
+        "## Calibration",
+        "",
+        f"The served probability is the ensemble's probability passed through a **{record['chosen']}** map "
+        "fitted on this validation split (`calibration` in the manifest, applied by the workers): "
+        f"ECE {_fmt(record['ece_before'])} before, {_fmt(m['ece'])} after (in sample; cross-validated "
+        f"{_fmt(record['by_method'][record['chosen']]['ece_cv'])}). The map was chosen by "
+        f"{record['cross_validation']} cross-validation on this split:",
+        "",
+        "| map | ECE (cross-validated) | log loss (cross-validated) |",
+        "|---|---|---|",
+    ]
+    for method, row in record["by_method"].items():
+        lines.append(f"| {method} | {_fmt(row['ece_cv'])} | {_fmt(row['log_loss_cv'])} |")
+    before = m.get("reliability_before_calibration") or []
+    lines += [
+        "",
+        "Reliability (10 bins of the predicted probability): mean predicted / observed malignant rate (n).",
+        "",
+        "| bin | before calibration | after calibration |",
+        "|---|---|---|",
+    ]
+    for b_before, b_after in zip(before, m.get("reliability") or [], strict=False):
+
+        def cell(b: dict) -> str:
+            if not b["n"]:
+                return "-"
+            return f"{b['mean_probability']:.3f} / {b['observed_rate']:.3f} ({b['n']})"
+
+        lines.append(
+            f"| {b_after['bin'][0]:.1f}-{b_after['bin'][1]:.1f} | {cell(b_before)} | {cell(b_after)} |"
+        )
+    lines += [
+        "",
+        "The map is fitted to this validation mix (about 41 % malignant). At a clinic's lower prevalence the "
+        "calibrated probability overstates the risk; the threshold and the review order are unaffected (the "
+        "map is monotone).",
+        "",
+    ]
+    return lines
+
+
+def _shortfall_lines(card: dict) -> list[str]:
+    shortfalls = card.get("sensitivity_shortfalls")
+    if shortfalls is None:
+        return []
+    if not shortfalls:
+        return [
+            f"**Subgroup check passed:** every age band and source with >= {MIN_GROUP_POSITIVES} malignant "
+            f"validation images keeps sensitivity >= {GROUP_SENSITIVITY_FLOOR:.2f} at the threshold.",
+            "",
+        ]
+    lines = [
+        f"**WARNING: subgroup check failed and was overridden.** Sensitivity below "
+        f"{GROUP_SENSITIVITY_FLOOR:.2f} at the threshold in:",
+        "",
+    ]
+    lines += [
+        f"- {s['group']} {s['value']}: {s['sensitivity']:.3f} ({s['positives']} malignant)"
+        for s in shortfalls
+    ]
+    return lines + [""]
+
+
+def _differential_lines(card: dict) -> list[str]:
+    m = card["validation"]
+    multiclass = m.get("multiclass")
+    if not card.get("differential") or not multiclass:
+        return []
+    lines = [
+        "## Seven-class differential",
+        "",
+        "Every member's softmax over the seven HAM10000 diagnoses is exposed as its `classes` output, averaged "
+        "with the member weights and rescaled so that akiec + bcc + mel equals the calibrated risk. Balanced "
+        f"multiclass accuracy (ISIC 2018 Task 3 metric, computed with {multiclass['implementation']}) on the "
+        f"{multiclass['n']} validation images: **{_fmt(multiclass['balanced_accuracy'])}**.",
+        "",
+        "| diagnosis | recall (top-1) |",
+        "|---|---|",
+    ]
+    lines += [f"| {c} | {_fmt(r)} |" for c, r in multiclass["recall_per_class"].items()]
+    return lines + [""]
+
+
+def _extra_lines(card: dict) -> list[str]:
+    """Free-form sections the packager adds (``card["extra_sections"]``: [{title, markdown}])."""
+    lines = []
+    for section in card.get("extra_sections") or []:
+        lines += [f"## {section['title']}", "", section["markdown"].rstrip(), ""]
+    return lines
+
+
+def _source_lines(card: dict) -> list[str]:
+    sources = card.get("data_sources")
+    if not sources:
+        return []
+    lines = ["## Data sources and licences", ""]
+    for source in sources:
+        lines += [
+            f"From `{source['csv']}` (its SOURCES.md):",
+            "",
+            source.get("licences") or "(no SOURCES.md)",
+            "",
+        ]
+    return lines
 
 
 def model_card_markdown(card: dict) -> str:
@@ -483,7 +757,20 @@ def model_card_markdown(card: dict) -> str:
         "| metric | value |",
         "|---|---|",
     ]
-    for key in ("auc", "sensitivity", "specificity", "precision", "accuracy", "f1", "ece"):
+    for key in (
+        "auc",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "accuracy",
+        "f1",
+        "ece",
+        "ece_before_calibration",
+        "melanoma_sensitivity",
+        "balanced_accuracy",
+    ):
+        if key not in m:
+            continue
         interval = m.get(f"{key}_ci95")
         suffix = f" (95% CI {interval[0]:.3f}-{interval[1]:.3f})" if interval else ""
         lines.append(f"| {key} | {_fmt(m[key])}{suffix} |")
@@ -495,7 +782,14 @@ def model_card_markdown(card: dict) -> str:
         "",
         "![ROC](roc.png) ![Reliability](reliability.png)",
         "",
+    ]
+    lines += _calibration_lines(card)
+    lines += _shortfall_lines(card)
+    lines += [
         "## Per source and subgroup (sensitivity and specificity at the decision threshold)",
+        "",
+        "`metadata`: which of age, sex and site the image came with (all present / age missing / partly "
+        "missing / all missing).",
         "",
     ]
     for group, values in m["subgroups"].items():
@@ -511,6 +805,10 @@ def model_card_markdown(card: dict) -> str:
                 f"{_fmt(row.get('sensitivity'))} | {_fmt(row.get('specificity'))} |"
             )
         lines.append("")
+    lines += []
+    lines += _differential_lines(card)
+    lines += _extra_lines(card)
+    lines += _source_lines(card)
     lines += [
         "## Training",
         "",

@@ -29,7 +29,7 @@ log = logging.getLogger("training")
 
 @dataclass
 class FitConfig:
-    data: str
+    data: str | list[str]  # one CSV, several, or a list file (training.data.data_files)
     run_dir: str
     task: str = "binary"
     # binary task only: "diagnosis" trains the head over the seven HAM10000 diagnoses and serves

@@ -23,6 +23,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from cases.audit import AuditAction, audit_record
+from cases.lockout import lockout_message
 from cases.models import User
 
 SESSION_CLAIM = "rjti"
@@ -61,7 +62,7 @@ def token_login(*, request: HttpRequest, username: str, password: str) -> TokenP
         cool_off = settings.AXES_COOLOFF_TIME
         raise exceptions.Throttled(
             wait=float(cool_off) * 3600 if isinstance(cool_off, int | float) else None,
-            detail="Too many failed logins: this account is locked for a while.",
+            detail=lockout_message(http_request),
             code="locked_out",
         )
     if user is None or not user.is_active:

@@ -16,7 +16,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from cases.services import IllegalTransition
+from cases.services import IllegalTransition, StorageUnavailable
 
 NON_FIELD = "non_field_errors"
 
@@ -31,6 +31,7 @@ _CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "throttled",
+    503: "storage_unavailable",
 }
 
 
@@ -95,13 +96,18 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         http, code = 403, "forbidden"
         message, fields = str(exc) or "You do not have permission to do this.", {}
     elif isinstance(exc, IllegalTransition):
-        http, code = 409, "illegal_transition"
+        http, code = 409, getattr(exc, "code", None) or "illegal_transition"
         fields = _fields_from_django(exc)
         message = _message(fields, "The case's status does not allow this.")
+        if getattr(exc, "review_id", None) is not None:  # ReviewAlreadyExists: say which review
+            fields = {"existing_review": [str(exc.review_id)]}
     elif isinstance(exc, DjangoValidationError):
         http, code = 400, "invalid"
         fields = _fields_from_django(exc)
         message = _message(fields, "The request is not valid.")
+    elif isinstance(exc, StorageUnavailable):
+        http, code, message, fields = 503, "storage_unavailable", str(exc) or StorageUnavailable.message, {}
+        headers["Retry-After"] = "60"
     elif isinstance(exc, RequestDataTooBig):
         http, code, message, fields = 413, "payload_too_large", "The request body is too large.", {}
     elif isinstance(exc, exceptions.APIException):

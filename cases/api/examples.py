@@ -53,6 +53,7 @@ _CASE = {
     "risk_band": "high",
     "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
     "image_count": 1,
+    "report": {"id": None, "url": None, "state": "not_reviewed"},
     "created_at": "2026-11-26T09:12:03Z",
     "updated_at": "2026-11-26T09:12:09Z",
 }
@@ -116,7 +117,26 @@ CASE_STATUS = OpenApiExample(
         "risk_band": "high",
         "failure_reason": "",
         "done": False,
+        "report": {"id": None, "url": None, "state": "not_reviewed"},
         "updated_at": "2026-11-26T09:12:09Z",
+    },
+    response_only=True,
+)
+CASE_STATUS_REPORTED = OpenApiExample(
+    "report available",
+    value={
+        "id": 42,
+        "status": "reported",
+        "risk": 0.81,
+        "risk_band": "high",
+        "failure_reason": "",
+        "done": True,
+        "report": {
+            "id": "7d0c3c1e-1f0b-4a53-9d1e-2f5b8f7a6c21",
+            "url": "https://teleder.example.org/api/v1/reports/7d0c3c1e-1f0b-4a53-9d1e-2f5b8f7a6c21/download/",
+            "state": "available",
+        },
+        "updated_at": "2026-11-26T10:02:41Z",
     },
     response_only=True,
 )

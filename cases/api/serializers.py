@@ -3,11 +3,15 @@
 
 from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from cases import refusals
 from cases.models import (
     Case,
     CaseStatus,
+    ImageRequest,
+    ImageRequestReason,
     Lesion,
     LesionImage,
     Organization,
@@ -169,7 +173,10 @@ class PredictionSerializer(serializers.ModelSerializer):
         child=serializers.FloatField(), help_text="Ensemble member name -> probability of malignancy."
     )
     class_probabilities = serializers.DictField(
-        child=serializers.FloatField(), help_text="Class -> probability (multiclass models only)."
+        child=serializers.FloatField(),
+        help_text="Diagnosis -> probability: the AI's seven-class differential (akiec, bcc, bkl, df, mel, nv, "
+        "vasc; its malignant classes sum to `probability`) when the model provides one, the classes of a "
+        "multiclass model, or empty.",
     )
 
     class Meta:
@@ -190,7 +197,17 @@ class ImageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = LesionImage
-        fields = ["id", "position", "width", "height", "content_type", "size_bytes", "sha256", "predictions"]
+        fields = [
+            "id",
+            "position",
+            "round",
+            "width",
+            "height",
+            "content_type",
+            "size_bytes",
+            "sha256",
+            "predictions",
+        ]
         read_only_fields = fields
 
 
@@ -208,11 +225,48 @@ class ReviewSerializer(serializers.ModelSerializer):
             "management",
             "follow_up_months",
             "notes",
+            "ai_flagged",
             "agrees_with_ai",
+            "justification",
+            "correction_reason",
             "supersedes",
             "created_at",
         ]
         read_only_fields = fields
+
+
+class ImageRequestSerializer(serializers.ModelSerializer):
+    requested_by = UserBriefSerializer()
+    reason = serializers.ChoiceField(choices=ImageRequestReason.choices)
+
+    class Meta:
+        model = ImageRequest
+        fields = ["id", "requested_by", "reason", "note", "round", "created_at", "resolved_at"]
+        read_only_fields = fields
+
+
+class ImageRequestCreateSerializer(serializers.Serializer):
+    reason = serializers.ChoiceField(choices=ImageRequestReason.choices)
+    note = serializers.CharField(
+        max_length=2000, required=False, default="", allow_blank=True, help_text="Required for `other`."
+    )
+
+
+class TurnaroundSerializer(serializers.Serializer):
+    organization_id = serializers.IntegerField()
+    organization = serializers.CharField()
+    reports = serializers.IntegerField(help_text="First reports signed in the window (addenda excluded).")
+    median_hours = serializers.FloatField(allow_null=True)
+    p90_hours = serializers.FloatField(allow_null=True, help_text="90th percentile (nearest rank).")
+
+
+class TurnaroundResponseSerializer(serializers.Serializer):
+    days = serializers.IntegerField()
+    results = TurnaroundSerializer(many=True)
+
+
+class TurnaroundFilterSerializer(serializers.Serializer):
+    days = serializers.IntegerField(required=False, default=7, min_value=1, max_value=366)
 
 
 class ReportSerializer(serializers.ModelSerializer):
@@ -241,6 +295,58 @@ class ReportSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(path) if request else path
 
 
+REPORT_STATES = [
+    ("not_reviewed", "No dermatologist's review yet: no report."),
+    ("generating", "Reviewed: the signed report (or, after a correction, its addendum) is being made."),
+    ("available", "The signed report is ready: `id` and `url` point to the newest one."),
+]
+
+
+def _newest_report_uid(case: Case):
+    if hasattr(case, "newest_report_uid"):  # annotated by the list views
+        return case.newest_report_uid
+    if "reports" in getattr(case, "_prefetched_objects_cache", {}):  # the detail view
+        reports = sorted(case.reports.all(), key=lambda r: (r.created_at, r.pk))
+        return reports[-1].uid if reports else None
+    return (
+        Report.objects.filter(case=case).order_by("-created_at", "-pk").values_list("uid", flat=True).first()
+    )
+
+
+class CaseReportSerializer(serializers.Serializer):
+    id = serializers.UUIDField(
+        allow_null=True,
+        help_text="The newest signed report's uid (`GET /reports/{uid}/`); null before the first.",
+    )
+    url = serializers.URLField(allow_null=True, help_text="Download URL of that report's signed PDF.")
+    state = serializers.ChoiceField(choices=REPORT_STATES)
+
+
+@extend_schema_field(CaseReportSerializer)
+class CaseReportField(serializers.Field):
+    """The case's report in one object, so that a client polling a case knows when the report is there."""
+
+    def __init__(self, **kwargs):
+        kwargs["source"] = "*"
+        kwargs["read_only"] = True
+        super().__init__(**kwargs)
+
+    def to_representation(self, case: Case) -> dict:
+        uid = _newest_report_uid(case)
+        url = None
+        if uid is not None:
+            path = reverse("api:report-download", kwargs={"uid": uid})
+            request = self.context.get("request")
+            url = request.build_absolute_uri(path) if request else path
+        if case.status == CaseStatus.REPORTED:
+            state = "available"
+        elif case.status == CaseStatus.REVIEWED:
+            state = "generating"
+        else:
+            state = "not_reviewed"
+        return {"id": str(uid) if uid else None, "url": url, "state": state}
+
+
 class CaseListSerializer(serializers.ModelSerializer):
     organization = serializers.IntegerField(source="organization_id")
     lesion = serializers.IntegerField(source="lesion_id")
@@ -253,6 +359,7 @@ class CaseListSerializer(serializers.ModelSerializer):
     )
     image_count = serializers.SerializerMethodField()
     model_version = ModelVersionBriefSerializer(allow_null=True)
+    report = CaseReportField()
 
     class Meta:
         model = Case
@@ -268,6 +375,7 @@ class CaseListSerializer(serializers.ModelSerializer):
             "risk_band",
             "model_version",
             "image_count",
+            "report",
             "created_at",
             "updated_at",
         ]
@@ -283,16 +391,19 @@ class CaseStatusSerializer(serializers.ModelSerializer):
     status = serializers.ChoiceField(choices=CaseStatus.choices)
     risk_band = serializers.ChoiceField(choices=[*RiskBand.choices, ("", "Not analysed")])
     done = serializers.SerializerMethodField(
-        help_text="True once polling can stop (reviewed, reported or failed)."
+        help_text="True once polling can stop: the signed report is available (status `reported`, "
+        "`report.state` `available`) or the analysis failed (status `failed`). Not at `reviewed`: the report "
+        "is still being made then."
     )
+    report = CaseReportField()
 
     class Meta:
         model = Case
-        fields = ["id", "status", "risk", "risk_band", "failure_reason", "done", "updated_at"]
+        fields = ["id", "status", "risk", "risk_band", "failure_reason", "done", "report", "updated_at"]
         read_only_fields = fields
 
     def get_done(self, obj: Case) -> bool:
-        return obj.status in (CaseStatus.REVIEWED, CaseStatus.REPORTED, CaseStatus.FAILED)
+        return obj.status in (CaseStatus.REPORTED, CaseStatus.FAILED)
 
 
 class CaseDetailSerializer(CaseListSerializer):
@@ -306,6 +417,9 @@ class CaseDetailSerializer(CaseListSerializer):
     )
     sex_at_submission = serializers.ChoiceField(choices=Sex.choices)
     site_at_submission = serializers.ChoiceField(choices=Site.choices)
+    image_requests = ImageRequestSerializer(
+        many=True, help_text="Requests for better images, oldest first; `round` numbers the image sets."
+    )
 
     class Meta(CaseListSerializer.Meta):
         fields = [
@@ -316,8 +430,10 @@ class CaseDetailSerializer(CaseListSerializer):
             "sex_at_submission",
             "site_at_submission",
             "failure_reason",
+            "submitted_at",
             "analysed_at",
             "images",
+            "image_requests",
             "reviews",
             "reports",
         ]
@@ -330,12 +446,27 @@ class CaseCreateSerializer(serializers.Serializer):
     )
     clinical_notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
     priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.ROUTINE)
+    draft = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Create a draft: images optional, nothing analysed until `POST /cases/{id}/submit/`.",
+    )
     images = serializers.ListField(
         child=serializers.FileField(allow_empty_file=True, use_url=False),
-        min_length=1,
+        required=False,
+        default=list,
         max_length=settings.TELEDER_MAX_IMAGES_PER_CASE,
-        help_text="1-10 JPEG or PNG files (repeat the `images` part). Re-encoded on upload; EXIF is removed.",
+        error_messages={
+            "max_length": refusals.TOO_MANY_IMAGES.format(limit=settings.TELEDER_MAX_IMAGES_PER_CASE),
+        },
+        help_text="1-10 JPEG or PNG files (repeat the `images` part); optional for a draft. Re-encoded on "
+        "upload; EXIF is removed.",
     )
+
+    def validate(self, attrs: dict) -> dict:
+        if not attrs.get("draft") and not attrs.get("images"):
+            raise serializers.ValidationError({"images": ["Add at least one image (or create a draft)."]})
+        return attrs
 
 
 class ImagesAddSerializer(serializers.Serializer):
@@ -343,7 +474,12 @@ class ImagesAddSerializer(serializers.Serializer):
         child=serializers.FileField(allow_empty_file=True, use_url=False),
         min_length=1,
         max_length=settings.TELEDER_MAX_IMAGES_PER_CASE,
-        help_text="JPEG or PNG files; the case holds at most 10 in all.",
+        error_messages={
+            "max_length": refusals.TOO_MANY_IMAGES.format(limit=settings.TELEDER_MAX_IMAGES_PER_CASE),
+            "min_length": "Add at least one image.",
+        },
+        help_text="JPEG or PNG files; the case holds at most 10 in all. Only for drafts and cases returned "
+        "for better images.",
     )
 
 
@@ -377,6 +513,7 @@ class QueueFilterSerializer(serializers.Serializer):
         help_text="Default: awaiting_review.",
     )
     risk_band = serializers.ChoiceField(choices=RiskBand.choices, required=False)
+    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
     organization = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
@@ -384,17 +521,43 @@ class QueueFilterSerializer(serializers.Serializer):
 
 class ReviewCreateSerializer(serializers.Serializer):
     diagnosis = serializers.ChoiceField(choices=Diagnosis.choices)
-    malignant = serializers.BooleanField()
+    malignant = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Derived from the diagnosis when left out (mel, bcc, akiec: malignant; nv, bkl, df, vasc: "
+        "benign); required for `other`. A value that contradicts a malignant diagnosis is refused.",
+    )
     management = serializers.ChoiceField(choices=Management.choices)
     follow_up_months = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=60, help_text="Required for follow_up."
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=60,
+        help_text="Required for follow_up, refused with any other management.",
     )
     notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
+    justification = serializers.CharField(
+        max_length=2000,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="Required for unusual combinations (a benign diagnosis called malignant, a malignant lesion "
+        "only followed up, an urgent referral of a benign lesion); recorded and printed.",
+    )
     agrees_with_ai = serializers.BooleanField(
         required=False,
         allow_null=True,
         default=None,
-        help_text="Default: whether `malignant` matches the AI.",
+        help_text="Derived from the AI flag and `malignant`; leave it out. A value that contradicts it is "
+        "refused (400).",
+    )
+
+
+class CorrectionCreateSerializer(ReviewCreateSerializer):
+    reason = serializers.CharField(
+        max_length=2000,
+        help_text="Why the report is corrected (at least 10 characters); printed in the addendum.",
     )
 
 

@@ -5,7 +5,7 @@ one ``api`` namespace."""
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from cases.api import views
+from cases.api import views, workflow
 
 
 class IdConverter:
@@ -37,6 +37,10 @@ v1 = [
     path("cases/<id:pk>/status/", views.CaseStatusView.as_view(), name="case-status"),
     path("cases/<id:pk>/images/", views.CaseImagesView.as_view(), name="case-images"),
     path("cases/<id:pk>/reviews/", views.CaseReviewView.as_view(), name="case-review"),
+    path("cases/<id:pk>/corrections/", workflow.CaseCorrectionView.as_view(), name="case-correction"),
+    path("cases/<id:pk>/submit/", workflow.CaseSubmitView.as_view(), name="case-submit"),
+    path("cases/<id:pk>/image-requests/", workflow.CaseImageRequestView.as_view(), name="case-image-request"),
+    path("stats/turnaround/", workflow.TurnaroundView.as_view(), name="turnaround"),
     path("queue/", views.QueueView.as_view(), name="queue"),
     path("reports/verify/", views.ReportVerifyView.as_view(), name="report-verify"),
     path("reports/<uuid:uid>/", views.ReportDetailView.as_view(), name="report-detail"),

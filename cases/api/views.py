@@ -18,7 +18,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from cases import permissions, selectors, services
+from cases import permissions, refusals, selectors, services
 from cases.api import examples as ex
 from cases.api import serializers as s
 from cases.api.authentication import SessionJWTAuthentication, token_login, token_logout, token_refresh
@@ -34,9 +34,45 @@ _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:")
 
 
 class Pagination(PageNumberPagination):
+    """``page`` (1, 2, ...) and ``page_size`` (1-100, default 25). A value that is not one of these is a 400
+    naming the parameter, never silently replaced; a page past the last one is a 404."""
+
     page_size = 25
     page_size_query_param = "page_size"
     max_page_size = 100
+
+    def _positive(self, request: Request, name: str, maximum: int | None = None) -> int | None:
+        raw = request.query_params.get(name)
+        if raw is None:
+            return None
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1 or (maximum is not None and value > maximum):
+            upper = f" from 1 to {maximum}" if maximum else " of 1 or more"
+            raise s.serializers.ValidationError({name: [f"Give a whole number{upper}."]})
+        return value
+
+    def get_page_size(self, request: Request) -> int:
+        return self._positive(request, self.page_size_query_param, self.max_page_size) or self.page_size
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self._positive(request, self.page_query_param)
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_schema_operation_parameters(self, view) -> list:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"]["maximum"] = self.max_page_size
+                parameter["description"] = "Results per page, 1-100 (default 25); anything else is a 400."
+            else:
+                parameter["description"] = (
+                    "Page number from 1; 0 or a non-number is a 400, past the last a 404."
+                )
+        return parameters
 
 
 class ApiView(GenericAPIView):
@@ -87,10 +123,6 @@ def _me(user: User) -> dict:
     }
 
 
-def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):.3g} MB"
-
-
 def _check_upload_size(request: Request) -> None:
     """413 before and after parsing: the whole body, then each file and their sum."""
     limit = settings.TELEDER_MAX_CASE_BYTES
@@ -99,7 +131,7 @@ def _check_upload_size(request: Request) -> None:
     except ValueError:
         length = 0
     if length > limit + 1024 * 1024:  # room for the multipart framing and the text fields
-        raise PayloadTooLarge(f"The request is larger than {_mb(limit)}.")
+        raise PayloadTooLarge(refusals.REQUEST_TOO_LARGE.format(limit=refusals.megabytes(limit)))
 
 
 def _check_file_sizes(files: list) -> None:
@@ -107,9 +139,9 @@ def _check_file_sizes(files: list) -> None:
     for upload in files:
         if upload.size > per_file:
             name = "".join(ch for ch in str(upload.name)[-80:] if ch.isprintable())
-            raise PayloadTooLarge(f"{name} is larger than {_mb(per_file)}.")
+            raise PayloadTooLarge(f"{refusals.image_too_large(per_file)} ({name})")
     if sum(upload.size for upload in files) > settings.TELEDER_MAX_CASE_BYTES:
-        raise PayloadTooLarge("The images of one case together exceed the size limit.")
+        raise PayloadTooLarge(refusals.CASE_TOO_LARGE)
 
 
 # Authentication -----------------------------------------------------------------------------------------
@@ -300,7 +332,9 @@ _IDEMPOTENCY_PARAMETER = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Client-chosen key (1-64 characters: letters, digits, `-_.:`), e.g. a UUID made when the user "
     "tapped Submit. Repeating the request with the same key returns the case created the first time "
-    "(200 instead of 201, header `Idempotent-Replayed: true`) instead of a second case.",
+    "(200 instead of 201, header `Idempotent-Replayed: true`) instead of a second case, also when the retries "
+    "arrive at the same moment. A header with an empty or malformed key is refused (400, field "
+    "`Idempotency-Key`); leave the header out to submit without a key.",
 )
 
 
@@ -329,7 +363,8 @@ class CaseListView(ApiView):
         summary="Submit a case with its images (multipart)",
         description="One `multipart/form-data` request with the lesion, the clinical notes, the priority and 1-10 "
         "`images` parts. The images are validated and re-encoded; the AI analysis starts once stored. With an "
-        "`Idempotency-Key` a retried request returns the first case (200) instead of creating another.",
+        "`Idempotency-Key` a retried request returns the first case (200) instead of creating another. With "
+        "`draft=true` the case is a draft: add images, then submit it explicitly (docs/api.md).",
         parameters=[_IDEMPOTENCY_PARAMETER],
         request={"multipart/form-data": s.CaseCreateSerializer},
         responses={201: s.CaseDetailSerializer, 200: s.CaseDetailSerializer},
@@ -337,8 +372,9 @@ class CaseListView(ApiView):
     )
     def post(self, request: Request) -> Response:
         _check_upload_size(request)
-        key = request.headers.get(IDEMPOTENCY_HEADER, "").strip()
-        if key and (len(key) > 64 or not set(key) <= _KEY_CHARS):
+        raw_key = request.headers.get(IDEMPOTENCY_HEADER)  # None: no header; "": a header with no key
+        key = (raw_key or "").strip()
+        if raw_key is not None and (not key or len(key) > 64 or not set(key) <= _KEY_CHARS):
             raise s.serializers.ValidationError(
                 {IDEMPOTENCY_HEADER: ["Use 1-64 letters, digits or -_.: (a UUID works)."]}
             )
@@ -356,6 +392,7 @@ class CaseListView(ApiView):
             clinical_notes=values["clinical_notes"],
             priority=values["priority"],
             submission_key=key,
+            draft=values["draft"],
         )
         case = selectors.case_detail(request.user, submission.case.pk)
         headers = {"Location": request.build_absolute_uri(reverse("api:case-detail", kwargs={"pk": case.pk}))}
@@ -385,13 +422,15 @@ class CaseStatusView(ApiView):
     @extend_schema(
         tags=["cases"],
         summary="The case's status, cheap enough to poll",
-        description="Poll every few seconds until `done` is true (or the status is awaiting_review, if you only "
-        "want the AI result), then fetch the case.",
+        description="Poll every few seconds until `done` is true: the signed report is available (`report.state` "
+        "`available`, download it from `report.url`) or the analysis failed. If you only want the AI result, "
+        "stop at `awaiting_review`. `reviewed` is not the end: the report is still being signed then.",
         responses=s.CaseStatusSerializer,
-        examples=[ex.CASE_STATUS],
+        examples=[ex.CASE_STATUS, ex.CASE_STATUS_REPORTED],
     )
     def get(self, request: Request, pk: int) -> Response:
-        return Response(s.CaseStatusSerializer(selectors.case_get(request.user, pk)).data)
+        case = selectors.case_get(request.user, pk)
+        return Response(s.CaseStatusSerializer(case, context={"request": request}).data)
 
 
 class CaseImagesView(ApiView):
@@ -400,8 +439,9 @@ class CaseImagesView(ApiView):
 
     @extend_schema(
         tags=["cases"],
-        summary="Add images to a case before its analysis starts",
-        description="Only the submitting clinician, while the case is submitted; the analysis is queued again.",
+        summary="Add images to a draft (or to a case returned for better images)",
+        description="Only the submitting clinician, while the case is a draft or needs images; then "
+        "`POST /cases/{id}/submit/`. A submitted case never changes its images (409).",
         request={"multipart/form-data": s.ImagesAddSerializer},
         responses={201: s.ImageSerializer(many=True)},
     )
@@ -417,10 +457,11 @@ class CaseImagesView(ApiView):
 class CaseReviewView(ApiView):
     @extend_schema(
         tags=["review"],
-        summary="Submit the dermatologist's review (or a correction of a reported case)",
-        description="Moves the case to reviewed and starts the signed report. On a reported case the review "
-        "supersedes the last one and an addendum report follows. 409 if the case is not awaiting review "
-        "or reported.",
+        summary="Submit the dermatologist's review",
+        description="Moves the case to reviewed and starts the signed report. Contradictory reviews are 400 "
+        "with a field message (see docs/api.md). A case that already has a review is 409 `already_reviewed` "
+        "with `existing_review` (its id): to change an issued report, POST a correction to "
+        "`/cases/{id}/corrections/`. 409 `illegal_transition` if the case is not awaiting review.",
         request=s.ReviewCreateSerializer,
         responses={201: s.ReviewSerializer},
         examples=[ex.REVIEW_FOLLOW_UP],
@@ -440,6 +481,7 @@ class CaseReviewView(ApiView):
             follow_up_months=data.get("follow_up_months"),
             notes=data["notes"],
             agrees_with_ai=data["agrees_with_ai"],
+            justification=data["justification"],
         )
         review = type(review).objects.select_related("reviewer").get(pk=review.pk)
         return Response(s.ReviewSerializer(review).data, status=status.HTTP_201_CREATED)
@@ -450,7 +492,9 @@ class QueueView(ApiView):
 
     @extend_schema(
         tags=["review"],
-        summary="The dermatologist's review queue, highest AI risk first",
+        summary="The dermatologist's review queue: urgent first, then AI risk, then waiting time",
+        description="The same order as the web queue: priority (urgent first), then AI risk (a case the AI "
+        "could not assess counts as the highest), then the longest waiting since submission.",
         parameters=[s.QueueFilterSerializer],
         responses=s.CaseListSerializer(many=True),
         examples=[ex.CASE_LIST],
@@ -462,10 +506,11 @@ class QueueView(ApiView):
             organization=params.get("organization"),
             band=params.get("risk_band"),
             status=params.get("status") or CaseStatus.AWAITING_REVIEW,
+            priority=params.get("priority"),
         )
         created = {k: v for k, v in params.items() if k.startswith("created_")}
         return self.page(
-            selectors.with_image_count(selectors.cases_filter(qs, created)), s.CaseListSerializer
+            selectors.with_list_fields(selectors.cases_filter(qs, created)), s.CaseListSerializer
         )
 
 

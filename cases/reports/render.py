@@ -43,6 +43,17 @@ class RenderError(Exception):
     """xhtml2pdf could not produce the PDF."""
 
 
+def probability_text(value: float | None) -> str:
+    """Two decimals, but never a rounded 0.00 or 1.00: '< 0.01' and '> 0.99' say what is known."""
+    if value is None:
+        return ""
+    if value < 0.01:
+        return "< 0.01"
+    if value > 0.99:
+        return "> 0.99"
+    return f"{value:.2f}"
+
+
 @dataclass(frozen=True)
 class ImageRow:
     position: int
@@ -52,6 +63,11 @@ class ImageRow:
     model_version: str
     width: int = 150  # points on the page, aspect ratio kept
     height: int = 112
+    top_diagnoses: tuple[tuple[str, float], ...] = ()  # the AI differential's top three (label, probability)
+
+    @property
+    def probability_text(self) -> str:
+        return probability_text(self.probability)
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,25 @@ class ReportContent:
     is_addendum: bool = False
     supersedes_uid: str = ""
     supersedes_signed_at: dt.datetime | None = None
+    # What the report says about the AI (cases.review_rules.agreement_sentence); derived, never chosen.
+    agreement: str = ""
+    justification: str = ""
+    correction_reason: str = ""
+    referring_clinician: str = ""
+    signer_credentials: str = ""
+    signer_registration: str = ""
+    follow_up_due: dt.date | None = None
+    # (class label, probability) of the AI's multiclass output, highest first; empty when not available.
+    differential: list[tuple[str, float]] = field(default_factory=list)
+    ai_not_assessed: bool = False
+
+    @property
+    def case_risk_text(self) -> str:
+        return probability_text(self.case_risk)
+
+    @property
+    def differential_text(self) -> list[tuple[str, str]]:
+        return [(label, probability_text(p)) for label, p in self.differential]
 
 
 @dataclass(frozen=True)

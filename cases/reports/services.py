@@ -1,5 +1,6 @@
 """Writes of the reports area: generate (render, sign, store once) and download (with the audit trail)."""
 
+import calendar
 import datetime as dt
 import hashlib
 import io
@@ -15,6 +16,7 @@ from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils import timezone
 
+from cases import review_rules
 from cases.audit import AuditAction, audit_record
 from cases.models import Case, CaseStatus, Prediction, Report, Review, User
 from cases.reports import render, signing
@@ -22,6 +24,7 @@ from cases.reports.verify import VALID, check_signature
 from cases.selectors import current_review, report_get
 from cases.services import IllegalTransition, case_mark_reported
 from cases.services.queue import enqueue_report
+from cases.vocabulary import Diagnosis
 from teleder.storage import file_sha256
 
 logger = logging.getLogger(__name__)
@@ -53,9 +56,31 @@ def _image_rows(case: Case) -> list[render.ImageRow]:
                 model_version=str(prediction.model_version) if prediction else "",
                 width=thumb.width,
                 height=thumb.height,
+                top_diagnoses=tuple(prediction.top_diagnoses()) if prediction else (),
             )
         )
     return rows
+
+
+def add_months(day: dt.date, months: int) -> dt.date:
+    """The same day ``months`` later (the month's last day when it has fewer days)."""
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return dt.date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def _differential(case: Case, top: int = 3) -> list[tuple[str, float]]:
+    """The multiclass output of the image with the highest risk, when the model gives one."""
+    prediction = (
+        Prediction.objects.filter(image__case=case, model_version_id=case.model_version_id)
+        .order_by("-probability", "image__position")
+        .first()
+    )
+    if prediction is None or not prediction.class_probabilities:
+        return []
+    labels = dict(Diagnosis.choices)
+    ranked = sorted(prediction.class_probabilities.items(), key=lambda item: -float(item[1]))[:top]
+    return [(labels.get(name, name), float(p)) for name, p in ranked]
 
 
 def report_content(
@@ -64,6 +89,12 @@ def report_content(
     """Everything the PDF prints, read from the review, its case and the previous report."""
     case = review.case
     lesion = case.lesion
+    signer = review.reviewer
+    follow_up_due = (
+        add_months(timezone.localtime(review.created_at).date(), review.follow_up_months)
+        if review.follow_up_months
+        else None
+    )
     return render.ReportContent(
         uid=str(uid),
         organization=case.organization.name,
@@ -94,6 +125,15 @@ def report_content(
         is_addendum=supersedes is not None,
         supersedes_uid=str(supersedes.uid) if supersedes else "",
         supersedes_signed_at=supersedes.signed_at if supersedes else None,
+        agreement=review_rules.agreement_sentence(flagged=review.ai_flagged, malignant=review.malignant),
+        justification=review.justification,
+        correction_reason=review.correction_reason,
+        referring_clinician=case.submitted_by.display_name,
+        signer_credentials=signer.credentials,
+        signer_registration=signer.registration_number,
+        follow_up_due=follow_up_due,
+        differential=_differential(case),
+        ai_not_assessed=case.risk is None and case.analysed_at is not None,
     )
 
 
@@ -111,7 +151,7 @@ def report_generate(*, review_id: int) -> Report:
     status change are written together, after the signed file is stored under a new, never reused name.
     """
     review = Review.objects.select_related(
-        "case__organization", "case__lesion__patient", "case__model_version", "reviewer"
+        "case__organization", "case__lesion__patient", "case__model_version", "case__submitted_by", "reviewer"
     ).get(pk=review_id)
     existing = Report.objects.filter(review=review).first()
     if existing is not None:
@@ -187,10 +227,21 @@ def report_generate(*, review_id: int) -> Report:
             addendum_to=str(previous.uid) if previous else None,
         )
         case_mark_reported(case_id=case.pk)
+        _notify(report)
     logger.info(
         "stored %s for case %s (%s bytes)", "addendum" if previous else "report", case.pk, len(signed)
     )
     return report
+
+
+def _notify(report: Report) -> None:
+    # The referring clinician hears of it by e-mail after the commit; a failure here never blocks the report.
+    from cases.notifications import notify_report_issued
+
+    try:
+        notify_report_issued(report)
+    except Exception:  # noqa: BLE001
+        logger.exception("could not queue the notification for report %s", report.uid)
 
 
 @dataclass(frozen=True)

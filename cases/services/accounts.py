@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from cases.audit import AuditAction
+from cases.audit import AuditAction, audit_record
 from cases.models import Organization, User
 from cases.services.base import _save_audited
 from cases.vocabulary import Role
@@ -51,3 +51,13 @@ def user_create(
     )
     user.organizations.set(organizations)
     return user
+
+
+def user_set_notifications(*, actor: User, enabled: bool) -> User:
+    """A user turns their own e-mail notifications on or off (audited)."""
+    actor.email_notifications = bool(enabled)
+    actor.save(update_fields=["email_notifications"])
+    audit_record(
+        actor=actor, action=AuditAction.USER_NOTIFICATIONS, obj=actor, enabled=actor.email_notifications
+    )
+    return actor

@@ -6,7 +6,7 @@ lost broker message left behind. ``cases`` in turn knows the worker only by the 
 (``cases.services.queue``). The risk-band rule is the model version's (``model_version.risk_band``).
 """
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -45,12 +45,13 @@ class AnalysingModel(Protocol):
     def risk_band(self, probability: float) -> str: ...
 
 
-def case_claim_for_analysis(*, case_id: int) -> Case | None:
+def case_claim_for_analysis(*, case_id: int, worker: str = "") -> Case | None:
     """Move a submitted (or stuck analysing) case to analysing; None if there is nothing to analyse.
 
     The claim is a conditional UPDATE on the status and attempt count that were read: when it changes no
     row, another worker claimed the case in between, and this one leaves it alone. No lock is held while
-    the images are analysed.
+    the images are analysed. ``worker`` names the claiming worker (see ``inference.tasks.worker_identity``)
+    so that the sweeper can tell a case whose worker died from one still being analysed.
     """
     case = Case.objects.filter(pk=case_id).first()
     if case is None or case.status not in CLAIMABLE:
@@ -61,12 +62,14 @@ def case_claim_for_analysis(*, case_id: int) -> Case | None:
             status=CaseStatus.ANALYSING,
             analysis_attempts=F("analysis_attempts") + 1,
             analysis_started_at=now,
+            analysis_worker=worker[:200],
             updated_at=now,
         )
         if not claimed:
             return None
         case.status, case.analysis_attempts = CaseStatus.ANALYSING, attempts + 1
         case.analysis_started_at = case.updated_at = now
+        case.analysis_worker = worker[:200]
         if previous != CaseStatus.ANALYSING:
             audit_record(
                 actor=None, action=AuditAction.CASE_STATUS, obj=case, **{"from": previous, "to": case.status}
@@ -144,12 +147,36 @@ class StuckCase(NamedTuple):
     attempts: int
 
 
-def cases_stuck_in_analysis(*, cutoff: datetime) -> list[StuckCase]:
-    """Cases submitted or analysing with no progress and no publish since ``cutoff``, oldest first: the work
-    a lost broker message or a dead worker left behind."""
+def cases_stuck_in_analysis(
+    *,
+    cutoff: datetime,
+    grace: datetime | None = None,
+    lost_before: datetime | None = None,
+    live_workers: Collection[str] | None = None,
+) -> list[StuckCase]:
+    """Cases whose analysis a lost broker message or a dead worker left behind, oldest first.
+
+    Stale: submitted or analysing with no progress and no publish since ``cutoff``. Lost, already once older
+    than ``grace``: submitted and never published (the broker was down at submit), submitted and published
+    before ``lost_before`` (when the broker lost its data), and analysing by a worker not among
+    ``live_workers`` (``hostname:pid`` of current heartbeats; None when they cannot be read).
+    """
+    stale = Q(status__in=CLAIMABLE, updated_at__lt=cutoff) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff)
+    )
+    lost = Q(pk__in=[])
+    if grace is not None:
+        lost = Q(status=CaseStatus.SUBMITTED, enqueued_at__isnull=True, updated_at__lt=grace)
+        if lost_before is not None:
+            lost |= Q(status=CaseStatus.SUBMITTED, enqueued_at__lt=min(lost_before, grace))
+        if live_workers is not None:
+            lost |= (
+                Q(status=CaseStatus.ANALYSING, analysis_started_at__lt=grace)
+                & ~Q(analysis_worker="")
+                & ~Q(analysis_worker__in=live_workers)
+            )
     rows = (
-        Case.objects.filter(status__in=CLAIMABLE, updated_at__lt=cutoff)
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff))
+        Case.objects.filter(lost | stale)
         .order_by("created_at")
         .values_list("pk", "status", "analysis_attempts")
     )

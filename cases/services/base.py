@@ -17,9 +17,14 @@ M = TypeVar("M", bound=models.Model)
 
 # The status machine. Anything not listed here is refused.
 TRANSITIONS: dict[str, frozenset[str]] = {
+    # A draft collects images; it is submitted explicitly and never changes its images afterwards.
+    CaseStatus.DRAFT: frozenset({CaseStatus.SUBMITTED}),
     CaseStatus.SUBMITTED: frozenset({CaseStatus.ANALYSING, CaseStatus.FAILED}),
     CaseStatus.ANALYSING: frozenset({CaseStatus.AWAITING_REVIEW, CaseStatus.FAILED}),
-    CaseStatus.AWAITING_REVIEW: frozenset({CaseStatus.REVIEWED}),
+    # A dermatologist reviews it, or returns it to the clinician for better images.
+    CaseStatus.AWAITING_REVIEW: frozenset({CaseStatus.REVIEWED, CaseStatus.NEEDS_IMAGES}),
+    # The clinician adds images and resubmits: the whole case is analysed again.
+    CaseStatus.NEEDS_IMAGES: frozenset({CaseStatus.SUBMITTED}),
     CaseStatus.REVIEWED: frozenset({CaseStatus.REPORTED}),
     # A correction after the report: a new review, then an addendum report.
     CaseStatus.REPORTED: frozenset({CaseStatus.REVIEWED}),
@@ -29,6 +34,13 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 class IllegalTransition(ValidationError):
     """A status change the case's status machine does not allow."""
+
+
+class StorageUnavailable(Exception):
+    """The file store (local disk or S3) refused a write. Nothing of the request was kept: the database
+    transaction is rolled back and the files already written for it are removed."""
+
+    message = "The image store is unavailable, so nothing was stored. Try again in a few minutes."
 
 
 def _check_transition(case: Case, to: str) -> None:

@@ -12,10 +12,24 @@ from cases.views.clinic import (
     patient_list,
 )
 from cases.views.manage import audit_trail, case_retry, failed_cases
-from cases.views.review import review_case, review_queue
+from cases.views.review import review_case, review_correct, review_queue, review_request_images
+from cases.views.workflow import (
+    case_add_images,
+    case_submit,
+    notification_outbox,
+    notification_preferences,
+    patient_search,
+)
 
 __all__ = [
     "audit_trail",
+    "case_add_images",
+    "case_submit",
+    "notification_outbox",
+    "notification_preferences",
+    "patient_search",
+    "review_correct",
+    "review_request_images",
     "case_create",
     "case_detail",
     "case_image",

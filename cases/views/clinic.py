@@ -8,11 +8,11 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_http_methods
 
-from cases import permissions, selectors, services
+from cases import permissions, refusals, selectors, services
 from cases.audit import AuditAction, audit_record
 from cases.forms import CaseForm, PatientForm, PatientSearchForm, StagedImages, add_service_errors
 from cases.models import CaseStatus
-from cases.views.common import case_context, case_payload, paginate, role_required
+from cases.views.common import case_context, case_payload, case_workflow_context, paginate, role_required
 from cases.vocabulary import Role
 
 SUBMITTERS = permissions.SUBMITTERS
@@ -28,6 +28,7 @@ def home(request: HttpRequest) -> HttpResponse:
         context["queue_top"] = selectors.review_queue(user)[:5]
         context["queue_counts"] = counts.by_band
         context["queue_total"] = counts.total
+        context["turnaround"] = selectors.turnaround_by_organization(user)
     elif user.is_platform_admin:  # the active model comes from the inference app's template tag
         context["failed_count"] = selectors.cases_visible_to(user).filter(status=CaseStatus.FAILED).count()
     else:
@@ -112,7 +113,8 @@ def case_create(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         initial = {}
         if request.GET.get("patient"):
-            initial["patient"] = selectors.patient_get(user, request.GET["patient"]).pk
+            chosen = selectors.patient_get(user, request.GET["patient"])
+            initial.update(patient=chosen.pk, patient_query=chosen.reference)
         form = CaseForm(
             initial=initial, patients=patients, lesions=lesions, organizations=_submit_organizations(user)
         )
@@ -132,9 +134,11 @@ def case_create(request: HttpRequest) -> HttpResponse:
         organizations=_submit_organizations(user),
     )
     uploads = request.FILES.getlist("images")
+    draft = bool(request.POST.get("save_draft"))
     if form.is_valid():
         try:
-            case = _submit(user, form.cleaned_data, staging.open(kept) + list(form.cleaned_data["images"]))
+            images = staging.open(kept) + list(form.cleaned_data["images"])
+            case = _submit(user, form.cleaned_data, images, draft=draft)
         except ValidationError as exc:
             # A concurrent double submit may have won while this one ran: lead to its case.
             existing = _submitted_with_key(user, key)
@@ -143,20 +147,37 @@ def case_create(request: HttpRequest) -> HttpResponse:
             add_service_errors(form, exc, field_map=_CASE_FIELD_MAP)
         except PermissionDenied as exc:
             form.add_error(None, str(exc))
+        except services.StorageUnavailable as exc:
+            # Nothing was stored; the form keeps every field (the images must be chosen again).
+            form.add_error(None, str(exc))
+            try:
+                kept_images = staging.describe(kept)
+            except Exception:  # noqa: BLE001 - the store may refuse reads too
+                kept_images = []
+            context = _case_form_context(form, patients, kept_images)
+            return render(request, "cases/case_form.html", context, status=503)
         else:
             staging.discard(kept)
-            messages.success(request, f"Case {case.pk} submitted. The AI analysis starts now.")
+            if draft:
+                messages.success(request, f"Draft case {case.pk} saved. Add images, then submit it.")
+            else:
+                messages.success(request, f"Case {case.pk} submitted. The AI analysis starts now.")
             return redirect("case_detail", case_id=case.pk)
 
     new_tokens, image_errors = staging.stage(uploads)
     if "images" not in form.errors:
         for message in image_errors:
             form.add_error("images", message)
-        if not uploads and not kept:
+        if not uploads and not kept and not draft:
             form.add_error("images", "Add at least one image.")
-    kept_images = staging.describe(kept + new_tokens)
+    kept_images = staging.describe(list(dict.fromkeys(kept + new_tokens)))
+    # An oversized upload is 413 here as in the API (cases/refusals.py holds both texts).
+    too_large = any(refusals.is_too_large(str(m)) for m in form.errors.get("images", []))
     return render(
-        request, "cases/case_form.html", _case_form_context(form, patients, kept_images), status=400
+        request,
+        "cases/case_form.html",
+        _case_form_context(form, patients, kept_images),
+        status=413 if too_large else 400,
     )
 
 
@@ -170,7 +191,7 @@ def _chosen_id(organization) -> int | None:
     return organization.pk if organization is not None else None
 
 
-def _submit(user, data: dict, images: list):
+def _submit(user, data: dict, images: list, *, draft: bool = False):
     """The patient and lesion a new case needs, and the case: the intake service, all or nothing."""
     return services.case_intake(
         actor=user,
@@ -187,6 +208,7 @@ def _submit(user, data: dict, images: list):
         clinical_notes=data["clinical_notes"],
         priority=data["priority"],
         submission_key=data["submission_key"],
+        draft=draft,
     ).case
 
 
@@ -230,6 +252,7 @@ def case_detail(request: HttpRequest, case_id: int) -> HttpResponse:
     audit_record(actor=request.user, action=AuditAction.CASE_VIEW, obj=case)
     context = case_context(case)
     context["can_review"] = permissions.can_review(request.user, case)
+    context.update(case_workflow_context(request.user, case))
     return render(request, "cases/case_detail.html", context)
 
 

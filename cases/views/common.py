@@ -88,7 +88,26 @@ def case_context(case: Case) -> dict:
         "earlier_reviews": earlier_reviews,
         "reports": reports,
         "waiting_for_report": case.status == CaseStatus.REVIEWED,
-        "final": case.status in (CaseStatus.REPORTED, CaseStatus.FAILED),
+        # Nothing changes by itself: reported, failed, or waiting for the clinician (draft, needs images).
+        "final": case.status
+        in (CaseStatus.REPORTED, CaseStatus.FAILED, CaseStatus.DRAFT, CaseStatus.NEEDS_IMAGES),
+    }
+
+
+def case_workflow_context(user, case: Case) -> dict:
+    """Drafts and requests for better images: what the clinician may do, and the rounds so far.
+
+    Expects ``case`` from ``selectors.case_detail`` (images and image requests prefetched)."""
+    requests = list(case.image_requests.all())
+    rounds: dict[int, int] = {}
+    for image in case.images.all():
+        rounds[image.round] = rounds.get(image.round, 0) + 1
+    return {
+        "can_add_images": case.status in (CaseStatus.DRAFT, CaseStatus.NEEDS_IMAGES)
+        and (case.submitted_by_id == user.pk or user.is_platform_admin),
+        "open_request": next((r for r in reversed(requests) if r.resolved_at is None), None),
+        "image_requests": requests,
+        "round_counts": rounds,
     }
 
 

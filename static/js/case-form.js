@@ -81,30 +81,59 @@
     button.addEventListener("click", function () { button.closest("li").remove(); });
   });
 
-  // Patient and lesion: show the "new" fields only when no existing one is chosen.
-  var patientSelect = form.querySelector("select[name=patient]");
+  // Patient typeahead (organization-scoped search by reference) and lesion: show the "new" fields only
+  // when no existing one is chosen. Without scripts the server resolves the typed reference.
+  var patientQuery = form.querySelector("input[name=patient_query]");
+  var patientId = form.querySelector("input[name=patient]");
+  var options = document.getElementById("patient-options");
   var lesionSelect = form.querySelector("select[name=lesion]");
-  var patients = JSON.parse(document.getElementById("patient-data").textContent);
   var facts = document.getElementById("patient-facts");
+  var searchUrl = facts.dataset.searchUrl;
   var lesionOptions = Array.prototype.slice.call(lesionSelect.options);
+  var found = {};
+  var timer = null;
+  var SEXES = {male: "Male", female: "Female", unknown: "Unknown"};
   function syncPatient() {
-    var id = patientSelect.value;
+    var p = found[patientQuery.value.trim().toLowerCase()];
+    patientId.value = p ? String(p.id) : "";
+    var id = patientId.value;
     document.getElementById("new-patient").hidden = !!id;
-    var p = patients.filter(function (x) { return String(x.id) === id; })[0];
-    facts.textContent = p ? "Sex: " + p.sex + " · year of birth: " + (p.year === null ? "unknown" : p.year) +
-      " (age and sex come from the patient record)" : "";
+    facts.textContent = p ? "Sex: " + (SEXES[p.sex] || p.sex) + " · year of birth: " +
+      (p.year_of_birth === null ? "unknown" : p.year_of_birth) + " (age and sex come from the patient record)" : "";
     // Only this patient's lesions can be chosen (the label starts with the patient's reference).
-    var ref = id ? patientSelect.options[patientSelect.selectedIndex].text.split(" (")[0] : null;
+    var ref = id ? patientQuery.value.trim() : null;
     lesionOptions.forEach(function (opt) {
-      opt.hidden = opt.value !== "" && (!ref || opt.text.indexOf(ref + ":") !== 0);
+      opt.hidden = opt.value !== "" && (!ref || opt.text.toLowerCase().indexOf(ref.toLowerCase() + ":") !== 0);
     });
     if (lesionSelect.selectedOptions[0] && lesionSelect.selectedOptions[0].hidden) lesionSelect.value = "";
     syncLesion();
   }
+  function search() {
+    var q = patientQuery.value.trim();
+    if (!q) { found = {}; options.innerHTML = ""; syncPatient(); return; }
+    fetch(searchUrl + "?q=" + encodeURIComponent(q), {headers: {Accept: "application/json"}, credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.json() : {results: []}; })
+      .then(function (data) {
+        found = {};
+        options.innerHTML = "";
+        data.results.forEach(function (p) {
+          found[p.reference.toLowerCase()] = p;
+          var opt = document.createElement("option");
+          opt.value = p.reference;
+          options.appendChild(opt);
+        });
+        syncPatient();
+      })
+      .catch(function () { /* the server resolves the typed reference on submit */ });
+  }
   function syncLesion() { document.getElementById("new-lesion").hidden = !!lesionSelect.value; }
-  patientSelect.addEventListener("change", syncPatient);
+  patientQuery.addEventListener("input", function () {
+    syncPatient();  // at once: a changed reference must not keep the previous patient while the search runs
+    window.clearTimeout(timer);
+    timer = window.setTimeout(search, 200);
+  });
   lesionSelect.addEventListener("change", syncLesion);
-  syncPatient();
+  if (patientQuery.value.trim()) search(); else syncPatient();
 
   // Body-site picker sets the site select (which stays the accessible control).
   var siteSelect = form.querySelector("select[name=site]");

@@ -129,8 +129,8 @@ def test_an_oversized_file_is_a_form_error(clin_client, settings):
     response = clin_client.post(
         reverse("case_create"), case_post(images=[upload("big.jpg", width=400, height=300)])
     )
-    assert response.status_code == 400
-    assert b"is larger than" in response.content
+    assert response.status_code == 413  # as the API answers an oversized file
+    assert b"The file is larger than 0.00191 MB. (big.jpg)" in response.content
     assert not Case.objects.exists()
 
 

@@ -149,23 +149,90 @@ def test_a_case_not_yet_analysed_cannot_be_reviewed(derm_client, make_case):
     assert Case.objects.get(pk=case.pk).status == "submitted"
 
 
-def test_reviewing_twice_is_refused_without_a_500(derm_client, make_case, record_analysis):
+def test_reviewing_twice_is_refused_with_the_existing_review(derm_client, make_case, record_analysis):
     case = make_case(1)
     record_analysis(case, [0.1])
     assert derm_client.post(reverse("review_case", args=[case.pk]), review_post()).status_code == 302
-    response = derm_client.post(reverse("review_case", args=[case.pk]), review_post())
+    response = derm_client.post(reverse("review_case", args=[case.pk]), review_post(diagnosis="bcc"))
     assert response.status_code == 400
+    first = Review.objects.get()
+    assert f"already reviewed (review {first.pk}" in response.content.decode()
     assert Review.objects.count() == 1
 
 
-def test_a_reported_case_can_be_corrected(derm_client, dermatologist, make_case, record_analysis):
+def test_a_contradictory_review_is_blocked_with_a_message(derm_client, make_case, record_analysis):
+    case = make_case(1)
+    record_analysis(case, [0.1])
+    data = review_post(diagnosis="mel", malignant="no", management="reassure", ai_assessment="confirm")
+    response = derm_client.post(reverse("review_case", args=[case.pk]), data)
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "Melanoma is a malignant diagnosis" in body and "cannot be managed with" in body
+    assert not Review.objects.exists() and Case.objects.get(pk=case.pk).status == "awaiting_review"
+
+
+def test_confirming_the_ai_must_match_the_malignant_call(derm_client, make_case, record_analysis):
+    case = make_case(1)
+    record_analysis(case, [0.97])
+    data = review_post(ai_assessment="confirm", diagnosis="nv", malignant="no", management="reassure")
+    response = derm_client.post(reverse("review_case", args=[case.pk]), data)
+    assert response.status_code == 400
+    assert "the AI flagged this lesion" in response.content.decode()
+    data["ai_assessment"] = "override"
+    assert derm_client.post(reverse("review_case", args=[case.pk]), data).status_code == 302
+    review = Review.objects.get()
+    assert review.ai_flagged is True and review.agrees_with_ai is False
+
+
+def test_required_review_fields_are_marked(derm_client, make_case, record_analysis):
+    case = make_case(1)
+    record_analysis(case, [0.4])
+    body = derm_client.get(reverse("review_case", args=[case.pk])).content.decode()
+    assert 'The AI\'s assessment <span aria-hidden="true">*</span>' in body
+    assert 'Malignant <span aria-hidden="true">*</span>' in body
+
+
+def test_a_reported_case_is_corrected_explicitly_with_a_reason(
+    derm_client, dermatologist, make_case, record_analysis
+):
     case = make_case(1)
     record_analysis(case, [0.1])
     derm_client.post(reverse("review_case", args=[case.pk]), review_post())
     services.case_mark_reported(case_id=case.pk)
-    page = derm_client.get(reverse("review_case", args=[case.pk])).content
-    assert b"issues an addendum" in page
-    response = derm_client.post(reverse("review_case", args=[case.pk]), review_post(diagnosis="bcc"))
+    page = derm_client.get(reverse("review_case", args=[case.pk])).content.decode()
+    assert "Correct this report" in page and 'id="review-form"' not in page
+    correct = reverse("review_correct", args=[case.pk])
+    assert "issues an addendum" in derm_client.get(correct).content.decode()
+    response = derm_client.post(correct, review_post(diagnosis="bcc", reason=""))
+    assert response.status_code == 400 and Review.objects.count() == 1
+    response = derm_client.post(
+        correct, review_post(diagnosis="bcc", reason="Histology: basal cell carcinoma.")
+    )
     assert response.status_code == 302
     latest = Review.objects.order_by("-created_at", "-pk").first()
     assert latest.diagnosis == "bcc" and latest.supersedes is not None
+    assert latest.correction_reason == "Histology: basal cell carcinoma."
+
+
+def test_urgent_cases_come_first_then_risk_then_waiting(derm_client, make_case, record_analysis):
+    routine_high = make_case(1, submission_key="routine-high")
+    urgent_low = make_case(1, submission_key="urgent-low", priority="urgent")
+    routine_low = make_case(1, submission_key="routine-low")
+    urgent_high = make_case(1, submission_key="urgent-high", priority="urgent")
+    for case, p in ((routine_high, 0.95), (urgent_low, 0.05), (routine_low, 0.05), (urgent_high, 0.9)):
+        record_analysis(case, [p])
+    response = derm_client.get(reverse("review_queue"))
+    assert queue_ids(response) == [urgent_high.pk, urgent_low.pk, routine_high.pk, routine_low.pk]
+    assert response.content.decode().count('class="badge badge-urgent"') == 2
+    urgent_only = derm_client.get(reverse("review_queue"), {"priority": "urgent"})
+    assert queue_ids(urgent_only) == [urgent_high.pk, urgent_low.pk]
+
+
+def test_a_case_the_ai_could_not_assess_counts_as_high_risk(derm_client, make_case, record_analysis):
+    high = make_case(1, submission_key="high")
+    record_analysis(high, [0.9])
+    unassessed = make_case(1, submission_key="unassessed")
+    record_analysis(unassessed, [0.5])
+    # The AI gate (another component) leaves the risk empty when it cannot assess the images.
+    Case.objects.filter(pk=unassessed.pk).update(risk=None, risk_band="")
+    assert queue_ids(derm_client.get(reverse("review_queue"))) == [unassessed.pk, high.pk]

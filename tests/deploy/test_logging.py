@@ -93,3 +93,17 @@ def test_request_id_travels_into_the_worker_logs_and_audit_trail(
         )
     finally:
         worker.stop()
+
+
+def test_a_refused_request_is_logged_as_one_line_without_a_traceback(client, clinician, caplog):
+    client.force_login(clinician)
+    with caplog.at_level(logging.WARNING, logger="django.request"):
+        response = client.get("/manage/models/")  # administrators only
+
+    assert response.status_code == 403
+    records = [r for r in caplog.records if r.name == "django.request"]
+    assert len(records) == 1 and records[0].levelname == "WARNING"
+    assert records[0].exc_info is None
+    handler = logging.getLogger().handlers[0]
+    line = handler.format(records[0])
+    assert "Traceback" not in line and "\n" not in line and "/manage/models/" in line

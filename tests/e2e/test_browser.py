@@ -1,7 +1,8 @@
 """The whole flow in a real browser against a live server and a real Celery worker:
 
 a clinician logs in, creates a patient and submits a case with two images, and sees the AI risk appear
-without reloading; a dermatologist finds the case at the top of the queue, overrides the diagnosis and signs;
+without reloading; a dermatologist finds the case at the top of the queue, confirms the AI's flag with a
+basal cell carcinoma and signs;
 the clinician downloads the signed report.
 """
 
@@ -98,8 +99,8 @@ def test_submit_analyse_review_and_download(
     page.screenshot(path=screenshots / "case-form-desktop.png", full_page=True)
 
     # A server-side error (no patient chosen) keeps what was typed and both images.
-    patient_id = page.get_by_label("Patient", exact=True).input_value()
-    page.get_by_label("Patient", exact=True).select_option("")
+    expect(page.get_by_label("Patient", exact=True)).to_have_value("E2E-0001")
+    page.get_by_label("Patient", exact=True).fill("")
     page.get_by_role("button", name="Submit case").click()
     expect(page.get_by_text("Choose a patient or give a reference for a new one.")).to_be_visible()
     expect(page.locator(".kept img")).to_have_count(2)
@@ -108,7 +109,10 @@ def test_submit_analyse_review_and_download(
     page.set_viewport_size(TABLET)
     page.screenshot(path=screenshots / "case-form-error-tablet.png", full_page=True)
     page.set_viewport_size(DESKTOP)
-    page.get_by_label("Patient", exact=True).select_option(patient_id)
+    page.get_by_label("Patient", exact=True).fill("E2E")  # the typeahead suggests; the exact reference picks
+    expect(page.locator("#patient-options option")).to_have_count(1)
+    page.get_by_label("Patient", exact=True).fill("E2E-0001")
+    expect(page.locator("#patient-facts")).to_contain_text("1958")
     page.get_by_role("button", name="Submit case").click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Case ")
     case = Case.objects.get(submitted_by=clinician, lesion__patient__reference="E2E-0001")
@@ -128,7 +132,7 @@ def test_submit_analyse_review_and_download(
     assert page.evaluate("window.__sameDocument === true")
     page.screenshot(path=screenshots / "case-analysed-desktop.png", full_page=True)
 
-    # The dermatologist: the case is at the top of the queue; override the AI and sign.
+    # The dermatologist: the case is at the top of the queue; the AI flagged it (0.72 >= 0.3): confirm and sign.
     derm = chromium.new_context(viewport=TABLET)
     review_page = derm.new_page()
     review_page.on(
@@ -149,16 +153,16 @@ def test_submit_analyse_review_and_download(
     expect(zoom.locator("img")).to_have_attribute("style", "transform: translate(0px, 0px) scale(1.5);")
     zoom.get_by_role("button", name="Close").click()
     expect(zoom).to_be_hidden()
-    review_page.get_by_label("Override the AI").check()
+    review_page.get_by_label("Confirm the AI").check()
     review_page.get_by_label("Diagnosis").select_option("bcc")
     review_page.get_by_label("Yes").check()
     review_page.get_by_label("Management").select_option("biopsy")
-    review_page.get_by_label("Notes").fill("Arborising vessels; override.")
+    review_page.get_by_label("Notes").fill("Arborising vessels.")
     review_page.screenshot(path=screenshots / "review-tablet.png", full_page=True)
     review_page.get_by_role("button", name="Sign review").click()
     expect(review_page.locator(".messages")).to_contain_text(f"Review of case {case.pk} signed")
     review = Review.objects.get(case=case)
-    assert review.diagnosis == "bcc" and review.agrees_with_ai is False
+    assert review.diagnosis == "bcc" and review.ai_flagged is True and review.agrees_with_ai is True
 
     # Back on the clinician's open page: the review and then the report arrive by themselves.
     expect(page.locator("#review-section .diagnosis")).to_have_text("Basal cell carcinoma", timeout=60_000)

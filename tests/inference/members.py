@@ -122,3 +122,57 @@ def build_softmax_member(path: Path, classes: int = 3, image_size: int = 32, see
     ]
     out = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", classes])]
     return _save(helper.make_graph(nodes, "softmax", _inputs(image_size), out, initializer=init), path)
+
+
+DIFFERENTIAL_CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
+MALIGNANT_CLASSES = ["akiec", "bcc", "mel"]
+SOFTMAX_TENSOR = "head/probability/Softmax:0"
+
+
+def build_differential_member(path: Path, image_size: int = 32, seed: int = 0) -> Path:
+    """Like the bundled members: a softmax over the seven diagnoses inside the graph (tensor
+    ``SOFTMAX_TENSOR``), summed over akiec + bcc + mel into the one output ``positive_sum``."""
+    rng = np.random.default_rng(seed)
+    classes = len(DIFFERENTIAL_CLASSES)
+    positive = np.array([[c in MALIGNANT_CLASSES] for c in DIFFERENTIAL_CLASSES], dtype=np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["image"], ["pooled"], axes=[1, 2], keepdims=0),  # (N, 3)
+        helper.make_node("MatMul", ["pooled", "wi"], ["a"]),
+        helper.make_node("MatMul", ["metadata", "wm"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], [SOFTMAX_TENSOR], axis=1),
+        helper.make_node("MatMul", [SOFTMAX_TENSOR, "positive"], ["positive_sum"]),
+    ]
+    init = [
+        numpy_helper.from_array(rng.normal(0, 3, (3, classes)).astype(np.float32), "wi"),
+        numpy_helper.from_array(rng.normal(0, 1, (METADATA_SIZE, classes)).astype(np.float32), "wm"),
+        numpy_helper.from_array(positive, "positive"),
+    ]
+    out = [helper.make_tensor_value_info("positive_sum", TensorProto.FLOAT, ["batch", 1])]
+    return _save(helper.make_graph(nodes, "differential", _inputs(image_size), out, initializer=init), path)
+
+
+def build_differential_package(
+    folder: Path, *, weights=(1.0, 3.0), calibration: dict | None = None, **kwargs
+):
+    """A two-member package of differential members that declares the class output (and a calibration)."""
+    folder = build_package(folder, members=len(weights), **kwargs)
+    manifest_path = Path(folder) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for k, (member, weight) in enumerate(zip(manifest["members"], weights, strict=True)):
+        build_differential_member(Path(folder) / member["file"], seed=k + 3)
+        member.update(
+            sha256=sha256_file(Path(folder) / member["file"]),
+            weight=weight,
+            output="positive_sum",
+            outputs={"classes": SOFTMAX_TENSOR},
+        )
+    manifest["differential"] = {
+        "output": "classes",
+        "classes": DIFFERENTIAL_CLASSES,
+        "malignant": MALIGNANT_CLASSES,
+    }
+    if calibration is not None:
+        manifest["calibration"] = calibration
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return folder

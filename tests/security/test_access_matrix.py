@@ -60,6 +60,8 @@ PUBLIC = {
     "api:docs",
     "api:report-verify",
     "password_reset_confirm",
+    # Not behind a login: restricted to internal addresses or a bearer token (tests/learning/test_metrics.py).
+    "metrics",
 }
 SKIP_PREFIXES = ("admin/",)  # Django's admin has its own staff checks and is covered by Django's tests.
 

@@ -44,20 +44,52 @@ def test_five_failures_lock_the_account_from_that_address(client, axes_on, clini
     assert attempt.failures_since_start >= 5
 
 
-def test_lock_out_holds_the_account_from_any_address(client, axes_on, clinician, password):
+def test_the_lock_out_page_has_the_site_layout_and_the_exact_reason(client, axes_on, clinician, password):
     for _ in range(5):
         _login(client, "clin", "wrong-password")
 
-    assert _login(client, "clin", password, address="203.0.113.50").status_code == 429
-    assert not _logged_in(client)
+    locked = _login(client, "clin", password)
+
+    assert locked.status_code == 429
+    assert int(locked["Retry-After"]) == 900
+    page = locked.content.decode()
+    assert "<header" in page and "Login paused" in page
+    assert (
+        "Too many failed logins for this username from your network address. Logging in as this user from "
+        "here is paused for 15 minutes; other users, and this user on another network, can still log in."
+    ) in page
+    assert "this account is locked" not in page
 
 
-def test_lock_out_holds_the_address_for_every_account(client, axes_on, clinician, dermatologist, password):
-    # Password spraying: five users tried once each from one address.
-    for username in ("clin", "derm", "admin", "root", "nobody"):
+def test_one_users_failures_do_not_lock_out_colleagues_behind_the_same_address(
+    client, axes_on, clinician, dermatologist, password
+):
+    # A clinic behind one NAT address: the clinician mistypes five times, the dermatologist still gets in.
+    for _ in range(5):
+        _login(client, "clin", "wrong-password")
+
+    assert _login(client, "derm", password).status_code == 302
+    client.logout()
+    assert _login(client, "clin", password).status_code == 429
+    # The same user on another network is not locked either.
+    assert _login(client, "clin", password, address="203.0.113.50").status_code == 302
+
+
+def test_an_address_is_throttled_only_at_the_much_higher_address_limit(
+    client, axes_on, clinician, dermatologist, password
+):
+    axes_on.TELEDER_LOGIN_ADDRESS_FAILURE_LIMIT = 12
+    # Password spraying: many usernames, a few tries each, from one address.
+    for username in ("clin", "admin", "root", "nobody", "guest", "test"):
+        _login(client, username, "wrong-password")
+    assert _login(client, "derm", password).status_code == 302  # 6 failures: far below the address limit
+    client.logout()
+    for username in ("a1", "a2", "a3", "a4", "a5", "a6"):
         _login(client, username, "wrong-password")
 
-    assert _login(client, "derm", password).status_code == 429
+    locked = _login(client, "derm", password)
+    assert locked.status_code == 429
+    assert "Too many failed logins from your network address." in locked.content.decode()
     assert _login(client, "derm", password, address="203.0.113.51").status_code == 302
 
 

@@ -68,7 +68,7 @@ def test_one_hostile_file_refuses_the_whole_submission(clinician, lesion, settin
 
 @pytest.mark.django_db
 def test_hostile_file_added_to_an_existing_case_changes_nothing(make_case, clinician, settings):
-    case = make_case(1)
+    case = make_case(1, draft=True)
     before = sorted(_stored_files(settings))
 
     with pytest.raises(ValidationError) as caught:

@@ -200,3 +200,63 @@ def test_plots_are_written(tmp_path):
     scores = np.clip(labels * 0.3 + rng.random(100) * 0.7, 0, 1)
     assert ev.save_plots(labels, scores, tmp_path, threshold=0.5) == ["roc.png", "reliability.png"]
     assert Image.open(tmp_path / "roc.png").size[0] > 100
+
+
+def _second_csv(folder, shared_lesion: str):
+    """A second labels CSV in its own folder: 12 lesions of another source, one of them (``shared_lesion``)
+    also photographed in the first CSV, and one image id that the first CSV already uses."""
+    (folder / "images").mkdir(parents=True)
+    rng = np.random.default_rng(7)
+    rows = []
+    for i in range(24):
+        malignant = i % 2
+        name = f"images/B_{i:03d}.jpg"
+        Image.fromarray(rng.integers(0, 255, size=(40, 48, 3), dtype=np.uint8)).save(folder / name)
+        rows.append(
+            {
+                "image_id": f"B_{i:03d}",
+                "filename": name,
+                "diagnosis": "bcc" if malignant else "bkl",
+                "malignant": malignant,
+                "age": 50,
+                "sex": "female",
+                "anatom_site": "torso",
+                "lesion_id": shared_lesion if i == 1 else f"B{i // 2}",
+                "source": "gen-c",
+            }
+        )
+    rows.append({**rows[0], "image_id": "IMG_000", "lesion_id": "B-dup"})  # an id the first CSV has
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return folder / "labels.csv"
+
+
+def test_several_csvs_load_as_one_dataset_and_a_shared_lesion_stays_in_one_fold(tmp_path):
+    first = write_dataset(tmp_path / "a", bad=False)
+    second = _second_csv(tmp_path / "b", shared_lesion="L5")  # L5: IMG_010 and IMG_011 in the first CSV
+    (tmp_path / "sets.txt").write_text("# both sets\na/labels.csv\n\nb/labels.csv\n")
+    for data in ([first, second], tmp_path / "sets.txt"):
+        dataset = load_dataset(data)
+        assert len(dataset.records) == 40 + 24
+        assert [b["image"] for b in dataset.bad_rows] == ["IMG_000"]
+        assert "already listed" in dataset.bad_rows[0]["error"]
+        assert dataset.bad_rows[0]["csv"].endswith("b/labels.csv")
+        ids = {r.image_id: r for r in dataset.records}
+        assert ids["B_001"].path.startswith(str(tmp_path / "b"))  # images resolve against their own CSV
+        for seed in range(4):
+            for fold in range(3):
+                split = make_split(dataset, k=3, fold=fold, seed=seed)
+                shared = {"IMG_010", "IMG_011", "B_001"}
+                assert shared <= set(split.val) or not shared & set(split.val)
+                train, val = split.apply(dataset)
+                # stratified by label x source: every source has both labels on both sides
+                for side in (train, val):
+                    assert {(r.source, r.malignant) for r in side.records} == {
+                        (s, m) for s in ("gen-a", "gen-b", "gen-c") for m in (0, 1)
+                    }
+    with pytest.raises(DatasetError, match="already listed"):
+        load_dataset([first, second], strict=True)
+    with pytest.raises(DatasetError, match="no such list file"):
+        load_dataset(tmp_path / "missing.txt")

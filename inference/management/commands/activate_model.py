@@ -11,11 +11,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("name")
         parser.add_argument("version")
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="activate although its shadow evaluation showed a sensitivity drop (needs --reason)",
+        )
+        parser.add_argument("--reason", default="", help="why the refusal is overridden (audited)")
 
-    def handle(self, *args, name: str, version: str, **options) -> None:
+    def handle(self, *args, name: str, version: str, force=False, reason="", **options) -> None:
+        if force and not reason.strip():
+            raise CommandError("--force needs a --reason (it is recorded in the audit trail)")
         previous = active_model_version()
         try:
-            activated = model_activate(name=name, version=version)
+            activated = model_activate(name=name, version=version, force_reason=reason if force else "")
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
         if previous is not None and previous.pk == activated.pk:

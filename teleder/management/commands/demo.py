@@ -1,9 +1,12 @@
 """`manage.py demo`: the whole platform on one machine with nothing to install.
 
-Migrates the database, creates demo users, registers the bundled model, starts the embedded Redis, a Celery
-worker (with the sweeper schedule) and the web server, prints the URL and logins, and stops everything on Ctrl-C.
+Migrates the database, creates demo users, registers the bundled model, starts the embedded Redis (with an
+append-only file under var/), a Celery worker, Celery beat (the sweeper schedule) and the web server, prints the
+URL and logins, and stops everything on Ctrl-C. It supervises its processes: one that dies is restarted with
+back-off (1, 2, 4 ... 30 s) and logged, while the others keep running.
 """
 
+import logging
 import os
 import signal
 import subprocess
@@ -18,9 +21,43 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cases.demo import seed_demo
 from teleder import embedded_redis
-from teleder.workers import WorkerProcess, worker_command
+from teleder.supervisor import Service, Supervisor
+from teleder.workers import worker_command
 
 ROOT = Path(settings.BASE_DIR)
+logger = logging.getLogger(__name__)
+
+
+def _worker() -> list[str]:
+    # prefork, so that task time limits are enforced
+    return worker_command(name="demo@%h", pool="prefork", concurrency=1, without=())
+
+
+def _beat() -> list[str]:
+    schedule = str(settings.VAR_DIR / "celerybeat-schedule")
+    return [sys.executable, "-m", "celery", "-A", "teleder", "beat", "-s", schedule, "-l", "info"]
+
+
+def _web(host: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "teleder.wsgi",
+        "-b",
+        f"{host}:{port}",
+        "-w",
+        "2",
+        "--threads",
+        "4",
+        "--access-logfile",
+        "-",
+        "--graceful-timeout",
+        "5",
+        # Under var/, not ~/.gunicorn/: two demos on one host must not share a control socket.
+        "--control-socket",
+        str(settings.VAR_DIR / "gunicorn.ctl"),
+    ]
 
 
 class Command(BaseCommand):
@@ -44,8 +81,6 @@ class Command(BaseCommand):
             self._print_logins(logins)
             return
 
-        children: list[subprocess.Popen] = []
-        broker = None
         env = dict(os.environ, DJANGO_SECRET_KEY=settings.SECRET_KEY, PYTHONUNBUFFERED="1")
         env.setdefault("TELEDER_SITE_URL", f"http://{host}:{port}")
         stopping = False
@@ -56,72 +91,44 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        services = []
+        if settings.EMBEDDED_REDIS:
+            services.append(Service("broker", lambda: embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET)))
+        if not no_worker:
+            services.append(Service("worker", lambda: self._spawn(_worker(), env)))
+            services.append(Service("beat", lambda: self._spawn(_beat(), env)))
+        services.append(Service("web", lambda: self._spawn(_web(host, port), env)))
+        supervisor = Supervisor(services, log=self._log)
         try:
+            supervisor.start_all()
             if settings.EMBEDDED_REDIS:
-                broker = embedded_redis.start(settings.EMBEDDED_REDIS_SOCKET)
-                self.stdout.write(f"Embedded Redis on {settings.EMBEDDED_REDIS_SOCKET}")
-            if not no_worker:
-                worker = WorkerProcess(
-                    worker_command(
-                        name="demo@%h",
-                        pool="prefork",  # so that task time limits are enforced
-                        concurrency=1,
-                        without=(),
-                        beat_schedule=settings.VAR_DIR / "celerybeat-schedule",
-                    ),
-                    env=env,
-                    new_session=True,
+                self.stdout.write(
+                    f"Embedded Redis on {settings.EMBEDDED_REDIS_SOCKET} (append-only file in var/)"
                 )
-                children.append(worker.start(wait_ready=False).process)
-            children.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "teleder.wsgi",
-                        "-b",
-                        f"{host}:{port}",
-                        "-w",
-                        "2",
-                        "--threads",
-                        "4",
-                        "--access-logfile",
-                        "-",
-                        "--graceful-timeout",
-                        "5",
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                    start_new_session=True,
-                )
-            )
             url = f"http://{host}:{port}/"
-            self._wait_for(url + "healthz", children)
+            self._wait_for(url + "healthz", [services[-1]])
             self._print_logins(logins)
             self.stdout.write(
                 self.style.SUCCESS(
                     f"TeleDerm is running at {url} (ready in {time.monotonic() - started:.1f} s). Ctrl-C stops it."
                 )
             )
+            # Supervise: a process that dies is restarted with back-off while the others keep running.
             while not stopping:
-                if any(child.poll() is not None for child in children):
-                    raise CommandError("A demo process stopped unexpectedly; see its output above.")
+                supervisor.check()
                 time.sleep(0.5)
         finally:
             self.stdout.write("Stopping ...")
-            for child in children:
-                if child.poll() is None:
-                    child.terminate()
-            for child in children:
-                try:
-                    child.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    child.kill()
-            embedded_redis.stop(broker)
+            supervisor.stop_all()
             self.stdout.write("Stopped.")
 
-    def _wait_for(self, url: str, children: list[subprocess.Popen], timeout_s: float = 60.0) -> None:
+    def _spawn(self, argv: list[str], env: dict) -> subprocess.Popen:
+        return subprocess.Popen(argv, cwd=ROOT, env=env, start_new_session=True)
+
+    def _log(self, message: str) -> None:
+        logger.warning("demo: %s", message)
+
+    def _wait_for(self, url: str, services: list[Service], timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
@@ -131,8 +138,8 @@ class Command(BaseCommand):
                         return
             except OSError:
                 pass
-            if any(child.poll() is not None for child in children):
-                raise CommandError("The web server or worker failed to start; see the output above.")
+            if any(svc.process is not None and svc.process.poll() is not None for svc in services):
+                raise CommandError("The web server failed to start; see the output above.")
             time.sleep(0.3)
         raise CommandError(f"The web server did not answer at {url} within {timeout_s:.0f} s.")
 

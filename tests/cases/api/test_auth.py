@@ -144,6 +144,8 @@ def test_repeated_failed_logins_lock_the_account_with_a_429(api_client, clinicia
     for _ in range(2):
         api_client.post("/api/v1/auth/login/", {"username": "clin", "password": "wrong"}, format="json")
     locked = api_client.post("/api/v1/auth/login/", {"username": "clin", "password": PASSWORD}, format="json")
-    assert_error(locked, 429, "locked_out")
+    error = assert_error(locked, 429, "locked_out")
     assert int(locked["Retry-After"]) > 0
     assert "access" not in locked.json()
+    # The same catalogue text as the web lock-out page.
+    assert error["message"].startswith("Too many failed logins for this username from your network address.")

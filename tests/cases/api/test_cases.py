@@ -1,8 +1,12 @@
 """Cases through the API: multipart submission, idempotency, uploads that must be refused, results."""
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from django.db import connections
+from rest_framework.test import APIClient
 
 from cases.models import AuditEvent, Case, LesionImage
 from tests.cases.api.test_auth import assert_error
@@ -48,6 +52,43 @@ def test_idempotency_key_makes_a_retry_return_the_same_case(api, lesion):
     assert Case.objects.count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_with_one_key_all_get_the_first_case(client_for, clinician, lesion):
+    """A phone retrying after a timeout: 10 requests with one key at the same moment, each on its own
+    database connection. One case; every answer is the documented 201 or the replayed 200 of that case."""
+    token = client_for(clinician).tokens["access"]
+    key = str(uuid.uuid4())
+    n = 10
+    barrier = threading.Barrier(n)
+
+    def attempt(_: int):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        data = {"lesion": lesion.pk, "images": [upload("i.jpg", seed=1)]}
+        barrier.wait()
+        try:
+            return client.post(CASES, data, format="multipart", HTTP_IDEMPOTENCY_KEY=key)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(n) as pool:
+        responses = list(pool.map(attempt, range(n)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * (n - 1) + [201], [r.content[:200] for r in responses]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert all(r["Idempotent-Replayed"] == "true" for r in responses if r.status_code == 200)
+    assert Case.objects.count() == 1 and LesionImage.objects.count() == 1
+
+
+def test_an_empty_idempotency_key_is_400_not_ignored(api, lesion):
+    response = api.post(
+        CASES, {"lesion": lesion.pk, "images": [upload("i.jpg")]}, format="multipart", HTTP_IDEMPOTENCY_KEY=""
+    )
+    error = assert_error(response, 400, "invalid")
+    assert "Idempotency-Key" in error["fields"]
+    assert Case.objects.count() == 0
+
+
 def test_the_same_key_from_another_user_is_another_case(api, client_for, lesion, org):
     from cases.vocabulary import Role
     from tests.support.factories import UserFactory
@@ -72,8 +113,9 @@ def test_json_body_for_a_multipart_endpoint_is_415(api, lesion):
 
 def test_missing_images_and_bad_fields_are_field_errors(api, lesion):
     response = api.post(CASES, {"lesion": lesion.pk, "priority": "whenever"}, format="multipart")
-    error = assert_error(response, 400, "invalid")
-    assert set(error["fields"]) == {"images", "priority"}
+    assert set(assert_error(response, 400, "invalid")["fields"]) == {"priority"}
+    response = api.post(CASES, {"lesion": lesion.pk}, format="multipart")
+    assert set(assert_error(response, 400, "invalid")["fields"]) == {"images"}
 
 
 def test_not_an_image_is_a_400_naming_the_file_and_nothing_is_stored(api, lesion):
@@ -84,7 +126,8 @@ def test_not_an_image_is_a_400_naming_the_file_and_nothing_is_stored(api, lesion
 
 
 def test_more_than_ten_images_is_400(api, lesion):
-    assert_error(submit(api, lesion, 11), 400, "invalid")
+    error = assert_error(submit(api, lesion, 11), 400, "invalid")
+    assert error["fields"]["images"] == ["A case has at most 10 images."]  # the web form's text
     assert Case.objects.count() == 0
 
 
@@ -92,7 +135,8 @@ def test_oversized_image_is_413_and_nothing_is_stored(api, lesion, settings):
     big = image_bytes(width=400, height=400, seed=3)
     settings.TELEDER_MAX_IMAGE_BYTES = len(big) - 1
     data = {"lesion": lesion.pk, "images": [upload("big.jpg", big)]}
-    assert_error(api.post(CASES, data, format="multipart"), 413, "payload_too_large")
+    error = assert_error(api.post(CASES, data, format="multipart"), 413, "payload_too_large")
+    assert error["message"].startswith("The file is larger than ") and error["message"].endswith("(big.jpg)")
     assert Case.objects.count() == 0
 
 
@@ -117,24 +161,38 @@ def test_garbled_multipart_is_400(api, lesion):
     assert_error(response, 400)
 
 
-def test_add_images_before_analysis_then_refused_after(api, lesion, analyse):
-    case_id = submit(api, lesion).json()["id"]
-    response = api.post(
-        f"{CASES}{case_id}/images/", {"images": [upload("b.jpg", seed=9)]}, format="multipart"
-    )
+def test_draft_then_images_then_submit_and_never_after(api, lesion, analyse):
+    response = api.post(CASES, {"lesion": lesion.pk, "draft": "true"}, format="multipart")
     assert response.status_code == 201, response.content
-    assert [image["position"] for image in response.json()] == [1]
-    analyse(Case.objects.get(pk=case_id))
-    response = api.post(
-        f"{CASES}{case_id}/images/", {"images": [upload("c.jpg", seed=10)]}, format="multipart"
+    case_id = response.json()["id"]
+    assert response.json()["status"] == "draft" and response.json()["submitted_at"] is None
+    assert_error(api.post(f"{CASES}{case_id}/submit/"), 400)  # no image yet
+    for seed in (9, 10):  # the race of the issue: images arrive after the case exists; nothing is analysed
+        added = api.post(
+            f"{CASES}{case_id}/images/", {"images": [upload("b.jpg", seed=seed)]}, format="multipart"
+        )
+        assert added.status_code == 201, added.content
+    assert Case.objects.get(pk=case_id).status == "draft"
+    submitted = api.post(f"{CASES}{case_id}/submit/")
+    assert submitted.status_code == 200, submitted.content
+    assert submitted.json()["status"] == "submitted" and submitted.json()["submitted_at"]
+    assert [image["position"] for image in submitted.json()["images"]] == [0, 1]
+    error = assert_error(
+        api.post(f"{CASES}{case_id}/images/", {"images": [upload("c.jpg", seed=11)]}, format="multipart"), 409
     )
-    error = assert_error(response, 400)
-    assert "before the analysis" in error["fields"]["images"][0]
+    assert "submitted" in error["fields"]["images"][0]
+    analyse(Case.objects.get(pk=case_id))
+    assert_error(api.post(f"{CASES}{case_id}/submit/"), 409)
     assert LesionImage.objects.filter(case_id=case_id).count() == 2
 
 
+def test_a_case_without_images_is_refused_unless_draft(api, lesion):
+    assert "images" in assert_error(api.post(CASES, {"lesion": lesion.pk}, format="multipart"), 400)["fields"]
+    assert Case.objects.count() == 0
+
+
 def test_only_the_submitter_adds_images(client_for, api, lesion, dermatologist):
-    case_id = submit(api, lesion).json()["id"]
+    case_id = api.post(CASES, {"lesion": lesion.pk, "draft": "true"}, format="multipart").json()["id"]
     response = client_for(dermatologist).post(
         f"{CASES}{case_id}/images/", {"images": [upload("b.jpg", seed=9)]}, format="multipart"
     )
@@ -196,3 +254,22 @@ def test_bad_query_parameters_are_4xx(api, make_case, params):
     response = api.get(CASES, params)
     assert response.status_code in (400, 404)
     assert_error(response, response.status_code)
+
+
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"page_size": "abc"}, "page_size"),
+        ({"page_size": 0}, "page_size"),
+        ({"page_size": 101}, "page_size"),
+        ({"page": 0}, "page"),
+        ({"page": "first"}, "page"),
+    ],
+)
+def test_invalid_paging_is_a_400_naming_the_parameter(api, params, field):
+    error = assert_error(api.get(CASES, params), 400, "invalid")
+    assert list(error["fields"]) == [field]
+
+
+def test_a_page_past_the_last_is_404(api):
+    assert_error(api.get(CASES, {"page": 2}), 404, "not_found")

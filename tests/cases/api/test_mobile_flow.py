@@ -78,12 +78,22 @@ def test_mobile_flow_from_login_to_verified_report(
         format="json",
     )
     assert review.status_code == 201, review.content
+    # Reviewed is not done: the report is still being signed.
+    status = app.get(f"/api/v1/cases/{case_id}/status/").json()
+    assert status["status"] == "reviewed" and status["done"] is False
+    assert status["report"] == {"id": None, "url": None, "state": "generating"}
     generate_report.apply(args=[review.json()["id"]])  # what the default-queue worker runs
 
     status = app.get(f"/api/v1/cases/{case_id}/status/").json()
     assert status["status"] == "reported" and status["done"] is True
+    assert status["report"]["state"] == "available"
     reports = app.get(f"/api/v1/cases/{case_id}/").json()["reports"]
     assert len(reports) == 1
+    assert (
+        status["report"]["id"] == reports[0]["uid"] and status["report"]["url"] == reports[0]["download_url"]
+    )
+    listed = app.get("/api/v1/cases/").json()["results"]
+    assert [c["report"] for c in listed if c["id"] == case_id] == [status["report"]]
     pdf = app.get(reports[0]["download_url"])
     assert pdf.status_code == 200 and pdf["Content-Type"] == "application/pdf"
     content = b"".join(pdf.streaming_content) if pdf.streaming else pdf.content

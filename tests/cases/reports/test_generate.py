@@ -42,7 +42,9 @@ def test_report_is_rendered_signed_stored_and_valid(report, review, dermatologis
     ):
         assert expected in text, expected
     # The AI said malignant (0.82 >= threshold 0.5) and so did the dermatologist.
-    assert review.agrees_with_ai and "The dermatologist agreed with the AI assessment" in text
+    assert (
+        review.agrees_with_ai and "The AI flagged this lesion; the dermatologist confirmed malignancy" in text
+    )
     assert "decision support" in text
     assert "0.82" in text and "0.35" in text and "test-ensemble 1.0.0" in text
     assert dermatologist.display_name in text
@@ -179,9 +181,10 @@ def test_generating_twice_returns_the_stored_report(report, review):
 
 def test_correction_produces_an_addendum_and_keeps_the_original(report, dermatologist):
     original_bytes = stored_bytes(report)
-    correction = services.review_submit(
+    correction = services.review_correct(
         actor=dermatologist,
         case=report.case,
+        reason="Second image reviewed at full resolution.",
         diagnosis="nv",
         malignant=False,
         management="follow_up",
@@ -200,6 +203,7 @@ def test_correction_produces_an_addendum_and_keeps_the_original(report, dermatol
     assert (
         "addendum" in text and str(report.uid) in text and "Melanocytic nevus" in text and "6 months" in text
     )
+    assert "Reason for the correction: Second image reviewed at full resolution." in " ".join(text.split())
     addendum.case.refresh_from_db()
     assert addendum.case.status == CaseStatus.REPORTED
 

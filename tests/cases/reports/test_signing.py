@@ -68,8 +68,13 @@ def test_each_dermatologist_gets_one_certificate_issued_on_first_signing(report,
     second_derm = UserFactory(
         username="derm2", first_name="Kim", last_name="Nowak", role="dermatologist", organizations=[org]
     )
-    correction = services.review_submit(
-        actor=second_derm, case=report.case, diagnosis="nv", malignant=False, management="reassure"
+    correction = services.review_correct(
+        actor=second_derm,
+        case=report.case,
+        reason="Second opinion after multidisciplinary review.",
+        diagnosis="nv",
+        malignant=False,
+        management="reassure",
     )
     addendum = report_generate(review_id=correction.pk)
     result = verify.verify_report_pdf(stored_bytes(addendum))

@@ -130,3 +130,24 @@ def test_ca_certificate_is_downloadable(client, signing_ca):
 @pytest.mark.django_db
 def test_ca_certificate_before_the_ca_exists_is_404(client):
     assert client.get(reverse("report_ca")).status_code == 404
+
+
+def test_verify_page_shows_a_superseded_report_in_amber(client, report, dermatologist):
+    from cases import services
+    from cases.reports.services import report_generate
+
+    original = stored_bytes(report)
+    correction = services.review_correct(
+        actor=dermatologist,
+        case=report.case,
+        reason="Histology: basal cell carcinoma.",
+        diagnosis="bcc",
+        malignant=None,
+        management="biopsy",
+    )
+    addendum = report_generate(review_id=correction.pk)
+    page = _verify(client, original).content.decode()
+    assert f"Valid, superseded by addendum {addendum.uid}" in page
+    assert "verify-superseded" in page and "Valid report" not in page
+    current = _verify(client, stored_bytes(addendum)).content.decode()
+    assert "Valid report" in current and "verify-superseded" not in current

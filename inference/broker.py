@@ -1,0 +1,47 @@
+"""What the sweeper and ``/readyz`` need to know about the broker, asked with short timeouts.
+
+Celery's Redis transport keeps queued and unacknowledged messages in the Redis server. When that server
+restarts without persistence (or its data is flushed), every message it held is gone while the cases stay
+``submitted``. A marker key written next to the messages tells the two apart: it disappears together with the
+messages, so a sweep that finds it missing knows that everything published before the server's data began is
+lost and must be published again. With persistence (the embedded Redis writes an append-only file under
+``var/``) the marker survives with the messages and nothing is published twice.
+"""
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+
+EPOCH_KEY = "teleder:broker-epoch"
+
+
+def broker_redis(*, timeout_s: float = 2.0) -> Any | None:
+    """A Redis client on the broker, or None when the broker is not Redis."""
+    import redis
+
+    url = settings.CELERY_BROKER_URL
+    if url.startswith("redis+socket://"):
+        return redis.Redis(
+            unix_socket_path=url.removeprefix("redis+socket://"),
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    return None
+
+
+def lost_messages_before(*, now: datetime) -> datetime | None:
+    """If the broker lost its messages since the last call, the time from which it holds data again (messages
+    published before then are gone); None if nothing was lost or the broker is not Redis.
+
+    Raises the client's connection error when the broker is down: then nothing can be published anyway.
+    """
+    client = broker_redis()
+    if client is None:
+        return None
+    if not client.set(EPOCH_KEY, now.isoformat(), nx=True):
+        return None
+    uptime_s = int(client.info("server").get("uptime_in_seconds", 0))
+    return now - timedelta(seconds=uptime_s)

@@ -1,0 +1,139 @@
+"""``python -m training package`` on saved validation scores (no TensorFlow, no scoring run): calibration is
+fitted and stored, the threshold is chosen on calibrated scores, and a threshold that leaves an age band with
+>= 30 malignant images below 0.90 sensitivity is refused unless overridden."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from inference.package import read_manifest
+from tests.support.onnx_models import build_package
+from training.__main__ import main
+from training.data import Split
+
+FIELDS = [
+    "image_id",
+    "filename",
+    "diagnosis",
+    "malignant",
+    "age",
+    "sex",
+    "anatom_site",
+    "lesion_id",
+    "source",
+]
+
+
+@pytest.fixture
+def crafted(tmp_path):
+    """200 validation images: 100 benign, 60 malignant aged 50-69, 40 malignant aged 30-49 of which 10 score
+    lower than every other malignant image (the model's blind spot)."""
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (16, 16), (120, 90, 80)).save(tmp_path / "images" / "x.jpg")
+    rng = np.random.default_rng(0)
+    rows, scores = [], []
+    for i in range(200):
+        malignant = int(i >= 100)
+        young = 100 <= i < 140
+        rows.append(
+            {
+                "image_id": f"V{i:03d}",
+                "filename": "images/x.jpg",
+                "diagnosis": "mel" if malignant else "nv",
+                "malignant": malignant,
+                "age": 40 if young or i < 50 else 60,
+                "sex": "female",
+                "anatom_site": "torso",
+                "lesion_id": f"L{i}",
+                "source": "crafted",
+            }
+        )
+        if not malignant:
+            scores.append(rng.uniform(0.05, 0.6))
+        elif young and i < 110:
+            scores.append(rng.uniform(0.01, 0.04))  # the ten missed young melanomas
+        else:
+            scores.append(rng.uniform(0.7, 0.99))
+    with open(tmp_path / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    ids = [r["image_id"] for r in rows]
+    Split(train=[], val=ids, fold=0, k=5, seed=0).save(tmp_path / "split.json")
+    np.savez(tmp_path / "scores.npz", image_id=np.array(ids), probability=np.array(scores))
+    source = build_package(tmp_path / "source", version="1.0.0")
+    return tmp_path, source
+
+
+def _package(tmp_path, source, *extra):
+    return main(
+        [
+            "package",
+            "--from-package",
+            str(source),
+            "--data",
+            str(tmp_path / "labels.csv"),
+            "--split",
+            str(tmp_path / "split.json"),
+            "--scores",
+            str(tmp_path / "scores.npz"),
+            "--out",
+            str(tmp_path / "out"),
+            "--version",
+            "2.0.0",
+            "--target-sensitivity",
+            "0.90",
+            "--sensitivity-confidence",
+            "0",
+            *extra,
+        ]
+    )
+
+
+def test_a_threshold_with_an_age_band_below_the_floor_is_refused(crafted, capsys):
+    tmp_path, source = crafted
+    assert _package(tmp_path, source) == 2
+    err = capsys.readouterr().err
+    assert "age_band 30-49: sensitivity 0.750 on 40 malignant" in err
+    assert "--allow-subgroup-shortfall" in err
+    assert not (tmp_path / "out" / "manifest.json").exists()  # nothing that could be registered
+
+
+def test_the_override_writes_the_package_with_a_loud_warning_and_records_it(crafted, capsys):
+    tmp_path, source = crafted
+    assert _package(tmp_path, source, "--allow-subgroup-shortfall") == 0
+    assert "WARNING: age_band 30-49" in capsys.readouterr().err
+    manifest, _ = read_manifest(tmp_path / "out")
+    assert manifest.metrics["sensitivity_shortfalls"] == [
+        {"group": "age_band", "value": "30-49", "positives": 40, "sensitivity": 0.75}
+    ]
+    assert "WARNING: subgroup check failed" in (tmp_path / "out" / "model_card.md").read_text()
+
+
+def test_the_threshold_and_bands_are_chosen_on_calibrated_scores(crafted):
+    tmp_path, source = crafted
+    scores = np.load(tmp_path / "scores.npz")["probability"]
+    scores[100:110] = 0.8  # no blind spot: the check passes
+    np.savez(
+        tmp_path / "scores.npz", image_id=np.load(tmp_path / "scores.npz")["image_id"], probability=scores
+    )
+    assert _package(tmp_path, source) == 0
+    manifest, _ = read_manifest(tmp_path / "out")
+    assert manifest.calibration is not None
+    saved = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert saved["calibration"]["method"] in ("temperature", "platt", "isotonic")
+    positives = np.sort(scores[100:])[::-1]
+    raw_threshold = positives[89]  # 90 of 100 flagged
+    assert manifest.threshold == pytest.approx(
+        float(manifest.calibrate(np.array([raw_threshold]))[0]), abs=2e-6
+    )
+    calibrated = manifest.calibrate(scores)
+    assert ((calibrated >= manifest.threshold) & (np.arange(200) >= 100)).sum() == 90
+    assert manifest.metrics["sensitivity_shortfalls"] == []
+    assert manifest.metrics["ece"] < manifest.metrics["ece_before_calibration"]
+    card = (tmp_path / "out" / "model_card.md").read_text()
+    assert "## Calibration" in card and "Subgroup check passed" in card
+    assert "### metadata" in card and "| all present |" in card
