@@ -350,6 +350,16 @@ def case_resources(record: CaseRecord) -> list[dict]:
     return [report, patient, *practitioners, request, body, *media, *observations, *extra]
 
 
+def _prune(node):
+    """FHIR JSON has no empty arrays, objects or strings: drop them (and what becomes empty)."""
+    if isinstance(node, dict):
+        pruned = {key: _prune(value) for key, value in node.items()}
+        return {key: value for key, value in pruned.items() if value not in ([], {}, "", None)}
+    if isinstance(node, list):
+        return [item for item in (_prune(value) for value in node) if item not in ([], {}, "", None)]
+    return node
+
+
 def _entries(resources: list[dict], mode: str | None = None) -> list[dict]:
     entries = []
     for resource in resources:
@@ -362,15 +372,17 @@ def _entries(resources: list[dict], mode: str | None = None) -> list[dict]:
 
 def case_bundle(record: CaseRecord) -> dict:
     """A ``collection`` Bundle: the report and every resource it references, references as urn:uuid."""
-    return {
-        "resourceType": "Bundle",
-        "id": resource_id("Bundle", record.report.uid),
-        "meta": {"lastUpdated": _instant(record.report.signed_at)},
-        "identifier": {"system": codes.REPORT_IDENTIFIER_SYSTEM, "value": str(record.report.uid)},
-        "type": "collection",
-        "timestamp": _instant(record.report.signed_at),
-        "entry": _entries(case_resources(record)),
-    }
+    return _prune(
+        {
+            "resourceType": "Bundle",
+            "id": resource_id("Bundle", record.report.uid),
+            "meta": {"lastUpdated": _instant(record.report.signed_at)},
+            "identifier": {"system": codes.REPORT_IDENTIFIER_SYSTEM, "value": str(record.report.uid)},
+            "type": "collection",
+            "timestamp": _instant(record.report.signed_at),
+            "entry": _entries(case_resources(record)),
+        }
+    )
 
 
 def search_bundle(records: list[CaseRecord], *, total: int, self_url: str, now) -> dict:
@@ -384,15 +396,17 @@ def search_bundle(records: list[CaseRecord], *, total: int, self_url: str, now) 
             if key not in seen:
                 seen.add(key)
                 entries.extend(_entries([resource], "include"))
-    return {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "type": "searchset",
-        "timestamp": _instant(now),
-        "total": total,
-        "link": [{"relation": "self", "url": self_url}],
-        "entry": entries,
-    }
+    return _prune(
+        {
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "type": "searchset",
+            "timestamp": _instant(now),
+            "total": total,
+            "link": [{"relation": "self", "url": self_url}],
+            "entry": entries,
+        }
+    )
 
 
 def validate(bundle: dict) -> Bundle:
