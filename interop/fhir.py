@@ -17,8 +17,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from fhir.resources.R4B.bundle import Bundle
-
 from cases.models import Case, LesionImage, Prediction, Report, Review, User
 from cases.vocabulary import Diagnosis, Management, RiskBand, Sex, Site
 from interop import codes
@@ -409,10 +407,13 @@ def search_bundle(records: list[CaseRecord], *, total: int, self_url: str, now) 
     )
 
 
-def validate(bundle: dict) -> Bundle:
-    """Parse with the fhir.resources R4 models: raises pydantic's ValidationError on anything invalid."""
+def validate(bundle: dict):
+    """Parse with the fhir.resources R4 models (imported here: about 1 s, paid only by who validates); raises
+    pydantic's ValidationError on anything invalid. Returns the ``Bundle`` model."""
+    from fhir.resources.R4B.bundle import Bundle
+
     return Bundle.model_validate(bundle)
 
 
-def to_json(bundle: Bundle) -> str:
+def to_json(bundle) -> str:
     return bundle.model_dump_json(exclude_none=True)
