@@ -118,7 +118,7 @@ class DiagnosticReportSearchView(FhirView):
         summary="FHIR search: DiagnosticReports of one patient",
         description="A `searchset` Bundle with the current DiagnosticReport of each reported case of the "
         "patient (newest first) as `match` entries, and the resources they reference as `include` entries. "
-        "presentedForm carries the PDF's URL, size and hash here, not its data (fetch the case Bundle for it). "
+        "presentedForm carries the PDF's download URL here, not its data (fetch the case Bundle for it). "
         "Another organization's patient is a 404.",
         parameters=[DiagnosticReportSearchSerializer],
         responses={(200, FHIR_MEDIA_TYPE): _FHIR_OBJECT, (200, "application/json"): _FHIR_OBJECT},
