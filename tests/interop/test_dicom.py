@@ -245,3 +245,11 @@ def test_deflated_and_garbage_files_are_refused_unread(client_for, clinician, ma
     for cut in (150, 300, len(valid) // 2, len(valid) - 10):
         assert post(client, case, valid[:cut]).status_code == 400, cut
     assert case.images.count() == 1
+
+
+def test_too_large_is_413(settings, client_for, clinician, make_case):
+    case = make_case(1)
+    settings.TELEDER_MAX_IMAGE_BYTES = 2000
+    response = post(client_for(clinician), case, dicom_file())
+    assert response.status_code == 413
+    assert case.images.count() == 1
