@@ -17,10 +17,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from cases import selectors as case_selectors
-from cases.api.errors import Conflict
+from cases.api.errors import Conflict, PayloadTooLarge
 from cases.api.serializers import ErrorSerializer, ImageSerializer
 from cases.api.throttling import UploadThrottle
-from cases.api.views import ApiView, _check_file_sizes, _check_upload_size
+from cases.api.views import ApiView
 from cases.audit import AuditAction, audit_record
 from interop import fhir, services
 from interop import selectors as interop_selectors
@@ -121,7 +121,7 @@ class DiagnosticReportSearchView(FhirView):
         summary="FHIR search: DiagnosticReports of one patient",
         description="A `searchset` Bundle with the current DiagnosticReport of each reported case of the "
         "patient (newest first) as `match` entries, and the resources they reference as `include` entries. "
-        "presentedForm carries the PDF's URL, size and hash here, not its data (fetch the case Bundle for it). "
+        "presentedForm carries the PDF's download URL here, not its data (fetch the case Bundle for it). "
         "Another organization's patient is a 404.",
         parameters=[DiagnosticReportSearchSerializer],
         responses={(200, FHIR_MEDIA_TYPE): _FHIR_OBJECT, (200, "application/json"): _FHIR_OBJECT},
@@ -154,6 +154,18 @@ class DicomImportSerializer(serializers.Serializer):
     file = serializers.FileField(
         help_text="One DICOM Part 10 file: a single-frame VL Photographic or Dermoscopic Photography image."
     )
+
+
+def _check_dicom_size(request: Request, upload=None) -> None:
+    """413 for a body or a file over the per-image limit (before and after parsing)."""
+    limit = settings.TELEDER_MAX_IMAGE_BYTES
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    size = upload.size if upload is not None else length - 64 * 1024  # room for the multipart framing
+    if size > limit:
+        raise PayloadTooLarge(f"The DICOM file is larger than {limit // (1024 * 1024)} MB.")
 
 
 class CaseDicomView(ApiView):
@@ -195,9 +207,9 @@ class CaseDicomView(ApiView):
         responses={201: ImageSerializer(many=True)},
     )
     def post(self, request: Request, pk: int) -> Response:
-        _check_upload_size(request)
+        _check_dicom_size(request)
         case = case_selectors.case_get(request.user, pk)
         data = self.body(DicomImportSerializer)
-        _check_file_sizes([data["file"]])
+        _check_dicom_size(request, data["file"])
         stored = services.dicom_import(actor=request.user, case=case, upload=data["file"])
         return Response(ImageSerializer(stored, many=True).data, status=status.HTTP_201_CREATED)

@@ -17,8 +17,6 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from fhir.resources.R4B.bundle import Bundle
-
 from cases.models import Case, LesionImage, Prediction, Report, Review, User
 from cases.vocabulary import Diagnosis, Management, RiskBand, Sex, Site
 from interop import codes
@@ -350,6 +348,16 @@ def case_resources(record: CaseRecord) -> list[dict]:
     return [report, patient, *practitioners, request, body, *media, *observations, *extra]
 
 
+def _prune(node):
+    """FHIR JSON has no empty arrays, objects or strings: drop them (and what becomes empty)."""
+    if isinstance(node, dict):
+        pruned = {key: _prune(value) for key, value in node.items()}
+        return {key: value for key, value in pruned.items() if value not in ([], {}, "", None)}
+    if isinstance(node, list):
+        return [item for item in (_prune(value) for value in node) if item not in ([], {}, "", None)]
+    return node
+
+
 def _entries(resources: list[dict], mode: str | None = None) -> list[dict]:
     entries = []
     for resource in resources:
@@ -362,15 +370,17 @@ def _entries(resources: list[dict], mode: str | None = None) -> list[dict]:
 
 def case_bundle(record: CaseRecord) -> dict:
     """A ``collection`` Bundle: the report and every resource it references, references as urn:uuid."""
-    return {
-        "resourceType": "Bundle",
-        "id": resource_id("Bundle", record.report.uid),
-        "meta": {"lastUpdated": _instant(record.report.signed_at)},
-        "identifier": {"system": codes.REPORT_IDENTIFIER_SYSTEM, "value": str(record.report.uid)},
-        "type": "collection",
-        "timestamp": _instant(record.report.signed_at),
-        "entry": _entries(case_resources(record)),
-    }
+    return _prune(
+        {
+            "resourceType": "Bundle",
+            "id": resource_id("Bundle", record.report.uid),
+            "meta": {"lastUpdated": _instant(record.report.signed_at)},
+            "identifier": {"system": codes.REPORT_IDENTIFIER_SYSTEM, "value": str(record.report.uid)},
+            "type": "collection",
+            "timestamp": _instant(record.report.signed_at),
+            "entry": _entries(case_resources(record)),
+        }
+    )
 
 
 def search_bundle(records: list[CaseRecord], *, total: int, self_url: str, now) -> dict:
@@ -384,21 +394,26 @@ def search_bundle(records: list[CaseRecord], *, total: int, self_url: str, now) 
             if key not in seen:
                 seen.add(key)
                 entries.extend(_entries([resource], "include"))
-    return {
-        "resourceType": "Bundle",
-        "id": str(uuid.uuid4()),
-        "type": "searchset",
-        "timestamp": _instant(now),
-        "total": total,
-        "link": [{"relation": "self", "url": self_url}],
-        "entry": entries,
-    }
+    return _prune(
+        {
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "type": "searchset",
+            "timestamp": _instant(now),
+            "total": total,
+            "link": [{"relation": "self", "url": self_url}],
+            "entry": entries,
+        }
+    )
 
 
-def validate(bundle: dict) -> Bundle:
-    """Parse with the fhir.resources R4 models: raises pydantic's ValidationError on anything invalid."""
+def validate(bundle: dict):
+    """Parse with the fhir.resources R4 models (imported here: about 1 s, paid only by who validates); raises
+    pydantic's ValidationError on anything invalid. Returns the ``Bundle`` model."""
+    from fhir.resources.R4B.bundle import Bundle
+
     return Bundle.model_validate(bundle)
 
 
-def to_json(bundle: Bundle) -> str:
+def to_json(bundle) -> str:
     return bundle.model_dump_json(exclude_none=True)

@@ -226,3 +226,30 @@ def test_platform_admin_exports_any_organization(client_for, platform_admin, rep
     client = client_for(platform_admin)
     assert client.get(f"/api/v1/cases/{reported_case.pk}/fhir").status_code == 200
     assert client.get(f"/api/v1/cases/{reported_case.pk}/dicom").status_code == 200
+
+
+def test_deflated_and_garbage_files_are_refused_unread(client_for, clinician, make_case):
+    case = make_case(1)
+    client = client_for(clinician)
+    deflated = post(client, case, dicom_file(TransferSyntaxUID=pydicom.uid.DeflatedExplicitVRLittleEndian))
+    assert deflated.status_code == 400 and "Deflated" in deflated.json()["error"]["message"]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        garbage = (
+            b"\0" * 128
+            + b"DICM"
+            + rng.integers(0, 256, size=int(rng.integers(1, 4000)), dtype=np.uint8).tobytes()
+        )
+        assert post(client, case, garbage).status_code == 400
+    valid = dicom_file()
+    for cut in (150, 300, len(valid) // 2, len(valid) - 10):
+        assert post(client, case, valid[:cut]).status_code == 400, cut
+    assert case.images.count() == 1
+
+
+def test_too_large_is_413(settings, client_for, clinician, make_case):
+    case = make_case(1)
+    settings.TELEDER_MAX_IMAGE_BYTES = 2000
+    response = post(client_for(clinician), case, dicom_file())
+    assert response.status_code == 413
+    assert case.images.count() == 1

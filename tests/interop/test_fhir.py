@@ -277,3 +277,27 @@ def test_a_binary_models_class_pair_is_no_differential(client_for, clinician, re
     )
     bundle = fetch_bundle(client_for(clinician), reported_case)
     assert len(resources(bundle, "Observation")) == 1
+
+
+def test_search_for_a_patient_without_reports_is_empty(client_for, clinician, analysed_case):
+    patient = analysed_case.lesion.patient
+    response = client_for(clinician).get("/api/v1/fhir/DiagnosticReport", {"patient": patient.pk})
+    assert response.status_code == 200
+    bundle = json.loads(response.content)
+    assert bundle["total"] == 0 and "entry" not in bundle  # FHIR JSON has no empty arrays
+    Bundle.model_validate(bundle)
+    missing = client_for(clinician).get("/api/v1/fhir/DiagnosticReport", {"patient": 10**12})
+    assert missing.status_code == 404
+
+
+def test_no_empty_values_anywhere(client_for, clinician, reported_case):
+    def check(node, path="$"):
+        assert node not in ([], {}, "", None), path
+        if isinstance(node, dict):
+            for key, value in node.items():
+                check(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                check(value, f"{path}[{index}]")
+
+    check(fetch_bundle(client_for(clinician), reported_case))

@@ -117,8 +117,13 @@ def test_a_correction_replaces_the_label_and_lesion_ids_are_stable(reviewed, der
     case.refresh_from_db()
     case.status = CaseStatus.REPORTED  # as after the report task
     case.save(update_fields=["status"])
-    services.review_submit(
-        actor=dermatologist, case=case, diagnosis="mel", malignant=True, management="biopsy"
+    services.review_correct(
+        actor=dermatologist,
+        case=case,
+        reason="Histology of the excision showed melanoma in situ.",
+        diagnosis="mel",
+        malignant=True,
+        management="biopsy",
     )
     training_sharing_set(actor=None, organization=org, enabled=True)
     first, second = tmp_path / "a", tmp_path / "b"
