@@ -15,17 +15,18 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import compose, helper
+from onnx import TensorProto, compose, helper
 from PIL import Image
 
-from inference.package import Manifest, MemberSpec, PackageError
+from inference.ood import GateArrayError, OodGate, load_member
+from inference.package import Manifest, MemberSpec, PackageError, gate_ood_spec, member_output
 from inference.preprocessing import ImageSpec, hflip, image_tensor, load_image, metadata_vector
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class ImageOutcome:
     probability: float
     member_probabilities: dict[str, float]
     class_probabilities: dict[str, float] | None = None
+    ood_score: float | None = None  # the AI gate's out-of-distribution score; None when the gate is off
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,20 @@ class BatchInputs:
 Metadata = tuple[Any, Any, Any]  # (age, sex, site); None or "unknown" for what is not known
 
 
-def _member_session(folder: Path, member: MemberSpec, config: RuntimeConfig, *, shared: bool):
+def _member_session(
+    folder: Path,
+    member: MemberSpec,
+    config: RuntimeConfig,
+    *,
+    shared: bool,
+    extra_outputs: Sequence[str] = (),
+):
     path = Path(folder) / member.file
     try:
         return ort.InferenceSession(
-            str(path),
+            with_outputs(onnx.load(str(path)), "", extra_outputs).SerializeToString()
+            if extra_outputs
+            else str(path),
             sess_options=session_options(config, shared=shared),
             providers=select_providers(config.providers),
         )
@@ -125,7 +136,44 @@ def _member_session(folder: Path, member: MemberSpec, config: RuntimeConfig, *, 
         ) from exc
 
 
-def fuse_members(folder: Path, manifest: Manifest) -> bytes | None:
+def with_outputs(model: onnx.ModelProto, prefix: str, tensors: Sequence[str]) -> onnx.ModelProto:
+    """Graph surgery: expose intermediate float tensors (``prefix + name``) as extra graph outputs, so one
+    run also returns them (the AI gate's pooled features). The member files themselves are never changed."""
+    present = {o.name for o in model.graph.output}
+    for tensor in tensors:
+        if prefix + tensor not in present:
+            model.graph.output.append(helper.make_tensor_value_info(prefix + tensor, TensorProto.FLOAT, None))
+    return model
+
+
+def feature_outputs(manifest: Manifest) -> dict[int, str] | None:
+    """Member index -> the tensor the AI gate reads (``members[].outputs.<gate.ood.output>``), or None when the
+    package has no OOD gate."""
+    ood = gate_ood_spec(manifest)
+    if ood is None:
+        return None
+    return {k: member_output(manifest, k, ood["output"]) for k in range(len(manifest.members))}
+
+
+def load_ood_gate(folder: Path, manifest: Manifest) -> OodGate | None:
+    """The package's OOD gate (its arrays loaded and checked), or None when it has none. A corrupt array
+    raises :class:`PackageError` naming the file."""
+    ood = gate_ood_spec(manifest)
+    if ood is None:
+        return None
+    members = {}
+    for member in manifest.members:
+        files = {name: Path(folder) / item["file"] for name, item in ood["arrays"][member.name].items()}
+        try:
+            members[member.name] = load_member(files)
+        except GateArrayError as exc:
+            raise PackageError(f"member '{member.name}': {exc}") from exc
+    return OodGate(members=members, threshold=float(ood["threshold"]))
+
+
+def fuse_members(
+    folder: Path, manifest: Manifest, extra_outputs: dict[int, str] | None = None
+) -> bytes | None:
     """One ONNX graph that runs every member side by side: member ``k``'s nodes and weights are prefixed
     ``m{k}/``; each distinct image spec is one graph input (``image_{size}_{resize}_{normalisation}``), the
     metadata one input (``metadata``) and member ``k``'s output the graph output ``m{k}/{output}``.
@@ -160,6 +208,8 @@ def fuse_members(folder: Path, manifest: Manifest) -> bytes | None:
         initializers.extend(graph.initializer)
         value_info.extend(graph.value_info)
         outputs.extend(o for o in graph.output if o.name == prefix + member.output)
+        if extra_outputs and k in extra_outputs:  # the AI gate's features (graph surgery, see with_outputs)
+            outputs.append(helper.make_tensor_value_info(prefix + extra_outputs[k], TensorProto.FLOAT, None))
     fused = helper.make_model(
         helper.make_graph(
             nodes, "teleder_ensemble", list(inputs.values()), outputs, initializers, value_info=value_info
@@ -232,25 +282,47 @@ class Ensemble:
     """The members of one model version, ready to run."""
 
     def __init__(
-        self, folder: Path, manifest: Manifest, config: RuntimeConfig | None = None, *, fuse: bool = True
+        self,
+        folder: Path,
+        manifest: Manifest,
+        config: RuntimeConfig | None = None,
+        *,
+        fuse: bool = True,
+        features: dict[int, str] | None = None,
     ):
+        """``features``: member index -> tensor to return as the gate's features (``training gate`` fits a
+        gate this way); by default the tensors the package's OOD gate declares."""
         self.folder = Path(folder)
         self.manifest = manifest
         self.config = config or RuntimeConfig()
         shared = len(manifest.members) > 1
         fuse = fuse and shared
+        self.ood = load_ood_gate(self.folder, manifest)
+        self.feature_outputs = features if features is not None else (feature_outputs(manifest) or {})
         self.sessions = []
         for member in manifest.members:
             # Each member is loaded and checked on its own, so that an error names the member.
             session = _member_session(self.folder, member, self.config, shared=shared)
             _check_signature(session, member, manifest)
+            k = len(self.sessions) if not fuse else None
+            if not fuse and self.feature_outputs:
+                session = _member_session(
+                    self.folder, member, self.config, shared=shared, extra_outputs=[self.feature_outputs[k]]
+                )
             if not fuse:
                 self.sessions.append(session)
             del session  # when fusing, one member's session at a time: a lower peak of memory
         self.fused = self._fused_session() if fuse else None
         if fuse and self.fused is None:  # the members cannot share one graph: one session each
             self.sessions = [
-                _member_session(self.folder, member, self.config, shared=True) for member in manifest.members
+                _member_session(
+                    self.folder,
+                    member,
+                    self.config,
+                    shared=True,
+                    extra_outputs=[self.feature_outputs[k]] if self.feature_outputs else (),
+                )
+                for k, member in enumerate(manifest.members)
             ]
         total = sum(m.weight for m in manifest.members)
         self.weights = np.array([m.weight / total for m in manifest.members], dtype=np.float64)
@@ -258,7 +330,7 @@ class Ensemble:
 
     def _fused_session(self):
         try:
-            model = fuse_members(self.folder, self.manifest)
+            model = fuse_members(self.folder, self.manifest, self.feature_outputs or None)
             if model is None:
                 return None
             return ort.InferenceSession(
@@ -295,13 +367,31 @@ class Ensemble:
 
     def run(self, inputs: BatchInputs) -> tuple[list[ImageOutcome], float]:
         """Run every member on the batch; return the outcomes and the model time in milliseconds."""
+        outcomes, features, model_ms = self.run_with_features(inputs)
+        if self.ood is not None and features:
+            scores = self.ood.score(features)
+            outcomes = [replace(o, ood_score=float(s)) for o, s in zip(outcomes, scores, strict=True)]
+        return outcomes, model_ms
+
+    def _features(self, k: int, raw: Any, n: int) -> np.ndarray:
+        x = np.asarray(raw, dtype=np.float32).reshape(len(raw), -1)
+        if x.shape[0] != (2 * n if self.manifest.tta_hflip else n):
+            raise ModelError(f"member '{self.manifest.members[k].name}' returned features for a wrong batch")
+        return (x[:n] + x[n:]) / 2.0 if self.manifest.tta_hflip else x
+
+    def run_with_features(
+        self, inputs: BatchInputs
+    ) -> tuple[list[ImageOutcome], dict[str, np.ndarray], float]:
+        """:meth:`run`, also returning the AI gate's pooled features (member name -> (N, D); empty when the
+        package declares none)."""
         if self.fused is not None:
             return self._run_fused(inputs)
         n = len(inputs)
         manifest = self.manifest
         started = time.perf_counter()
         member_outputs = []
-        for member, session in zip(manifest.members, self.sessions, strict=True):
+        features = {}
+        for k, (member, session) in enumerate(zip(manifest.members, self.sessions, strict=True)):
             batch = inputs.images[member.image]
             meta = inputs.metadata
             if manifest.tta_hflip:
@@ -310,18 +400,21 @@ class Ensemble:
             feed = {member.image_input: np.ascontiguousarray(batch, dtype=np.float32)}
             if member.metadata_input:
                 feed[member.metadata_input] = meta.astype(np.float32)
+            wanted = [member.output, *([self.feature_outputs[k]] if self.feature_outputs else [])]
             try:
-                (raw,) = session.run([member.output], feed)
+                raw, *extra = session.run(wanted, feed)
             except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
                 raise ModelError(f"member '{member.name}' failed to run ({_short(exc)})") from exc
+            if extra:
+                features[member.name] = self._features(k, extra[0], n)
             probs = self._class_probabilities(member, raw, len(batch))
             if manifest.tta_hflip:
                 probs = (probs[:n] + probs[n:]) / 2.0
             member_outputs.append(probs)
         model_ms = (time.perf_counter() - started) * 1000.0
-        return self._combine(member_outputs, n), model_ms
+        return self._combine(member_outputs, n), features, model_ms
 
-    def _run_fused(self, inputs: BatchInputs) -> tuple[list[ImageOutcome], float]:
+    def _run_fused(self, inputs: BatchInputs) -> tuple[list[ImageOutcome], dict[str, np.ndarray], float]:
         n = len(inputs)
         manifest = self.manifest
         started = time.perf_counter()
@@ -333,6 +426,7 @@ class Ensemble:
             meta = np.concatenate([inputs.metadata] * 2) if manifest.tta_hflip else inputs.metadata
             feed[FUSED_METADATA] = meta.astype(np.float32)
         names = [f"m{k}/{m.output}" for k, m in enumerate(manifest.members)]
+        names += [f"m{k}/{tensor}" for k, tensor in sorted(self.feature_outputs.items())]
         try:
             raws = self.fused.run(names, feed)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
@@ -341,11 +435,15 @@ class Ensemble:
             raise ModelError(f"{where} failed to run ({_short(exc)})") from exc
         rows = 2 * n if manifest.tta_hflip else n
         member_outputs = []
-        for member, raw in zip(manifest.members, raws, strict=True):
+        for member, raw in zip(manifest.members, raws, strict=False):
             probs = self._class_probabilities(member, raw, rows)
             member_outputs.append((probs[:n] + probs[n:]) / 2.0 if manifest.tta_hflip else probs)
+        features = {
+            manifest.members[k].name: self._features(k, raw, n)
+            for k, raw in zip(sorted(self.feature_outputs), raws[len(manifest.members) :], strict=True)
+        }
         model_ms = (time.perf_counter() - started) * 1000.0
-        return self._combine(member_outputs, n), model_ms
+        return self._combine(member_outputs, n), features, model_ms
 
     def _combine(self, member_outputs: list[np.ndarray], n: int) -> list[ImageOutcome]:
         stacked = np.stack(member_outputs)  # (members, N, classes)

@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-tta", action="store_true", help="disable horizontal-flip test-time augmentation")
     p.add_argument("--tolerance", type=float, default=1e-4)
+    from training.gate import add_parsers as add_gate_parsers
+
+    add_gate_parsers(sub)  # gate, evaluate-gate, make-ood (the AI safety gate)
     p = sub.add_parser("register", help="register a package with the inference registry (as a candidate)")
     p.add_argument("path", help="package folder or .zip")
     p.add_argument("--activate", action="store_true", help="also make it the active model")
@@ -337,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         "package": _cmd_package,
         "register": _cmd_register,
     }
+    from training.gate import run_command as gate_command
+
+    handlers.update(dict.fromkeys(("gate", "evaluate-gate", "make-ood"), gate_command))
     from inference.package import PackageError
     from inference.preprocessing import PreprocessingError
     from training.backbones import WeightsError
