@@ -152,7 +152,8 @@ def review_queue(
     band: str | None = None,
     status: str | None = None,
 ) -> QuerySet[Case]:
-    """Cases waiting for a dermatologist, highest AI risk first, then the longest waiting.
+    """Cases waiting for a dermatologist: those the AI could not assess, then highest AI risk first, then the
+    longest waiting.
 
     By default the queue holds cases awaiting review; ``status`` widens it (e.g. to ``analysing``).
     """
@@ -163,7 +164,8 @@ def review_queue(
         qs = qs.filter(organization_id=organization)
     if band:
         qs = qs.filter(risk_band=band)
-    return qs.order_by(F("risk").desc(nulls_last=True), "created_at", "pk")
+    # Cases the AI could not assess (no risk) come first: the AI gives them no priority, so a person must.
+    return qs.order_by(F("risk").desc(nulls_first=True), "created_at", "pk")
 
 
 def reports_visible_to(user: User) -> QuerySet[Report]:

@@ -176,6 +176,7 @@ def gate_fit(
     quantile: float = 99.0,
     max_per_source: int | None = None,
     cache: str | Path | None = None,
+    tensor: str | None = None,
 ) -> dict:
     """Fit the OOD gate on ``data`` with the package's own features and write it into the package: the
     arrays beside the ONNX files, ``members[].outputs.features`` and the manifest's ``gate`` section."""
@@ -185,7 +186,7 @@ def gate_fit(
     raw.pop("gate", None)  # refit from scratch: the old gate must not shape the new one
     for k, member in enumerate(manifest.members):
         outputs = dict(raw["members"][k].get("outputs") or {})
-        outputs[FEATURE_KEY] = find_feature_tensor(folder / member.file)
+        outputs[FEATURE_KEY] = tensor or find_feature_tensor(folder / member.file)
         raw["members"][k]["outputs"] = outputs
     raw["gate"] = {
         "quality": gate_quality_thresholds(manifest),
@@ -358,6 +359,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--quantile", type=float, default=99.0, help="calibration percentile per source")
     p.add_argument("--max-per-source", type=int, help="subsample each source and role (faster)")
     p.add_argument("--cache", help="npz file caching the extracted features between runs")
+    p.add_argument("--tensor", help="feature tensor of every member (default: the last GlobalAveragePool's)")
     p = sub.add_parser(
         "evaluate-gate",
         help="rejection rates of the gate on held-out dermoscopy, non-dermoscopy and degraded dermoscopy",
@@ -386,6 +388,7 @@ def run_command(args) -> int:
             quantile=args.quantile,
             max_per_source=args.max_per_source,
             cache=args.cache,
+            tensor=args.tensor,
         )
         print(json.dumps(result))
         return 0

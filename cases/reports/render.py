@@ -52,6 +52,7 @@ class ImageRow:
     model_version: str
     width: int = 150  # points on the page, aspect ratio kept
     height: int = 112
+    not_assessed: str = ""  # the AI gate's plain sentence when the AI could not assess the image
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ class ReportContent:
     is_addendum: bool = False
     supersedes_uid: str = ""
     supersedes_signed_at: dt.datetime | None = None
+    ai_assessment: str = ""  # "", assessed, partial or not_assessed (the AI safety gate)
 
 
 @dataclass(frozen=True)

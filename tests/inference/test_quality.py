@@ -42,7 +42,9 @@ def test_blur_just_over_and_under_the_threshold():
     assert sharp.passed and sharp.value >= threshold
     assert not blurred.passed and blurred.value < threshold
     assert blurred.reason == "blurred"
-    assert threshold * 0.6 < blurred.value < threshold < sharp.value < threshold * 1.6  # just under, just over
+    assert (
+        threshold * 0.6 < blurred.value < threshold < sharp.value < threshold * 1.6
+    )  # just under, just over
 
 
 def test_too_dark_just_over_and_under_the_threshold():
