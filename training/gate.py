@@ -241,7 +241,56 @@ def gate_fit(
     }
     parse_manifest(raw)  # refuse to write a manifest the platform would refuse
     (folder / MANIFEST_NAME).write_text(json.dumps(raw, indent=2))
+    write_card_section(folder, raw["gate"])
     return {"threshold": raw["gate"]["ood"]["threshold"], **raw["gate"]["ood"]["fitted_on"]}
+
+
+CARD_HEADING = "## AI safety gate"
+
+
+def write_card_section(folder: Path, gate: dict, measured: dict | None = None) -> None:
+    """Replace (or add) the model card's "AI safety gate" section: what the gate checks, its thresholds, what
+    it was fitted on and, given ``measured`` (an ``evaluate-gate`` result), its rejection rates."""
+    from inference.package import model_card_file
+
+    card = model_card_file(folder)
+    if card is None:
+        return
+    text = card.read_text()
+    start = text.find(CARD_HEADING)
+    if start >= 0:
+        end = text.find("\n## ", start + len(CARD_HEADING))
+        text = text[:start].rstrip() + ("\n\n" + text[end + 1 :] if end >= 0 else "\n")
+    ood = gate.get("ood") or {}
+    lines = [
+        CARD_HEADING,
+        "",
+        "The AI does not assess an image that fails a quality check or does not look like dermoscopy: such an "
+        "image gets no probability, and a case with no assessed image gets no risk (it is reviewed as "
+        '"AI could not assess").',
+        "",
+        "- Quality checks (on the lesion-sized centre at a fixed working resolution): "
+        + ", ".join(f"{k} {v:g}" for k, v in (gate.get("quality") or {}).items())
+        + ".",
+        f"- Out-of-distribution score: {ood.get('method', 'none')}, {ood.get('dims', '?')} principal components "
+        f"per member, shrinkage {ood.get('shrinkage', '?')}, threshold {ood.get('threshold', 'n/a')} "
+        f"({(ood.get('fitted_on') or {}).get('threshold_rule', '')}); fitted on "
+        f"{(ood.get('fitted_on') or {}).get('n_fit', '?')} training images, calibrated on "
+        f"{(ood.get('fitted_on') or {}).get('n_calibrate', '?')} others.",
+    ]
+    if measured:
+        lines.append(
+            f"- Measured (`python -m training evaluate-gate`): real held-out dermoscopy rejected "
+            f"{measured['in_dist_rejected']:.1%} of {measured['in_dist_n']}; generated non-dermoscopy rejected "
+            f"{measured['ood_rejected']:.1%} of {measured['ood_n']}; degraded dermoscopy flagged "
+            f"{measured.get('degraded_flagged', float('nan')):.1%} of {measured.get('degraded_n', 0)}."
+        )
+    lines.append(
+        "- Limits: the non-dermoscopy used to choose the method was generated (drawings of faces, objects, "
+        "pages, screens, flat colours, noise) plus a few real photographs; real-world photographs may score "
+        "differently. Real dermoscopy from sources unlike the training ones may be rejected more often."
+    )
+    card.write_text(text.rstrip() + "\n\n" + "\n".join(lines) + "\n")
 
 
 def _cached_features(folder: Path, manifest: Manifest, rows, cache, tensors: dict[int, str]) -> dict:
@@ -269,6 +318,7 @@ def evaluate_gate(
     split: str | None = None,
     degrade: bool = True,
     max_per_source: int | None = None,
+    save_features: str | Path | None = None,
 ) -> dict:
     """Rejection rates of the package's gate (quality checks + OOD score): on the held-out real dermoscopy
     of ``in_dist`` (the validate side, see :func:`assign_roles`), on every image under ``ood`` (its first
@@ -283,7 +333,12 @@ def evaluate_gate(
     thresholds = gate_quality_thresholds(manifest)
     threshold = ensemble.ood.threshold if ensemble.ood is not None else None
 
-    def rejected(scored) -> tuple[list[bool], list[list[str]]]:
+    saved = {}
+
+    def rejected(scored, name: str = "") -> tuple[list[bool], list[list[str]]]:
+        for member, values in scored["features"].items():
+            saved[f"{name}/{member}"] = values
+        saved[f"{name}/quality_failed"] = np.array([bool(r) for r in scored["reasons"]])
         reasons = []
         for r, score in zip(scored["reasons"], scored["ood"], strict=True):
             extra = (
@@ -296,7 +351,7 @@ def evaluate_gate(
 
     rows = [r for r in _records(in_dist, split, max_per_source) if r[2] == "validate"]
     items = [(r.path, (r.age, r.sex or None, r.site or None)) for _, r, _ in rows]
-    real_flags, real_reasons = rejected(score_images(ensemble, items, thresholds=thresholds))
+    real_flags, real_reasons = rejected(score_images(ensemble, items, thresholds=thresholds), "real")
     sources = [_source_label(d, r.source) for d, r, _ in rows]
 
     ood_root = Path(ood)
@@ -305,7 +360,7 @@ def evaluate_gate(
         p.relative_to(ood_root).parts[0] if len(p.relative_to(ood_root).parts) > 1 else "." for p in ood_paths
     ]
     ood_items = [(str(p), (None, None, None)) for p in ood_paths]
-    ood_flags, ood_reasons = rejected(score_images(ensemble, ood_items, thresholds=thresholds))
+    ood_flags, ood_reasons = rejected(score_images(ensemble, ood_items, thresholds=thresholds), "ood")
 
     def rates(flags, labels) -> dict:
         groups = defaultdict(list)
@@ -335,12 +390,19 @@ def evaluate_gate(
             kind = DEGRADATIONS[i % len(DEGRADATIONS)]
             degraded_items.append((degrade_image(load_image(path), kind), meta))
             degraded_kinds.append(kind)
-        flags, reasons = rejected(score_images(ensemble, degraded_items, thresholds=thresholds))
+        flags, reasons = rejected(score_images(ensemble, degraded_items, thresholds=thresholds), "degraded")
         result["degraded_n"] = len(flags)
         result["degraded_flagged"] = round(float(np.mean(flags)), 4)
         result["degraded_by_kind"] = rates(flags, degraded_kinds)
         result["by_reason"]["degraded"] = dict(Counter(x for r in reasons for x in r))
     result["reasons"] = sorted(REASONS)
+    if save_features:  # for comparing gate variants offline without running the model again
+        np.savez(
+            save_features,
+            real_sources=np.array(sources),
+            ood_sources=np.array(ood_sources),
+            **{k.replace("/", "__"): v for k, v in saved.items()},
+        )
     return result
 
 
@@ -370,6 +432,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--split", help="split.json: score only held-out images (its validation side)")
     p.add_argument("--no-degrade", action="store_true", help="skip the degraded-dermoscopy measurement")
     p.add_argument("--max-per-source", type=int, help="subsample each source (faster)")
+    p.add_argument("--save-features", help="npz file for the pooled features of every scored image")
+    p.add_argument(
+        "--update-card", action="store_true", help="write the measured rates into the package's model card"
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON line")
     p = sub.add_parser("make-ood", help="write a generated non-dermoscopy image set (per kind folders)")
     p.add_argument("--out", required=True)
@@ -400,7 +466,11 @@ def run_command(args) -> int:
             split=args.split,
             degrade=not args.no_degrade,
             max_per_source=args.max_per_source,
+            save_features=args.save_features,
         )
+        if args.update_card and Path(args.model).is_dir():
+            manifest, _ = read_manifest(Path(args.model))
+            write_card_section(Path(args.model), manifest.raw.get("gate") or {}, result)
         print(json.dumps(result) if args.json else json.dumps(result, indent=2))
         return 0
     from training.ood_images import write_set
