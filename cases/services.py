@@ -33,7 +33,15 @@ from cases.models import (
 )
 from cases.selectors import can_review, can_submit, current_review
 from cases.uploads import CleanImage, clean_image
-from cases.vocabulary import Priority, RiskBand, Role, Sex, Site
+from cases.vocabulary import (
+    Assessment,
+    CaseAssessment,
+    Priority,
+    RiskBand,
+    Role,
+    Sex,
+    Site,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -500,6 +508,11 @@ class ImageResult:
     member_probabilities: dict[str, float]
     latency_ms: float
     class_probabilities: dict[str, float] | None = None
+    # The AI safety gate: a not-assessed image keeps no probability and does not count towards the case risk.
+    assessment: str = Assessment.ASSESSED
+    reasons: tuple[str, ...] = ()
+    quality: dict | None = None
+    ood_score: float | None = None
 
 
 def risk_band_for(probability: float, bands: dict[str, float]) -> str:
@@ -523,20 +536,39 @@ def case_record_analysis(*, case_id: int, model_version, results: Sequence[Image
         raise ValidationError("The analysis does not cover exactly the case's images.")
     bands = model_version.manifest.get("risk_bands") or {"medium": model_version.threshold, "high": 0.8}
     for result in results:
+        assessed = result.assessment == Assessment.ASSESSED
         Prediction.objects.update_or_create(
             image_id=result.image_id,
             model_version=model_version,
             defaults={
-                "probability": float(result.probability),
-                "risk_band": risk_band_for(result.probability, bands),
-                "member_probabilities": {k: float(v) for k, v in result.member_probabilities.items()},
-                "class_probabilities": {k: float(v) for k, v in (result.class_probabilities or {}).items()},
+                "probability": float(result.probability) if assessed else None,
+                "risk_band": risk_band_for(result.probability, bands) if assessed else "",
+                "member_probabilities": {k: float(v) for k, v in result.member_probabilities.items()}
+                if assessed
+                else {},
+                "class_probabilities": {k: float(v) for k, v in (result.class_probabilities or {}).items()}
+                if assessed
+                else {},
                 "latency_ms": float(result.latency_ms),
+                "assessment": result.assessment,
+                "reasons": list(result.reasons),
+                "quality": result.quality or {},
+                "ood_score": result.ood_score,
             },
         )
-    risk = max(float(r.probability) for r in results)
+    # Only assessed images count: a case whose images all failed the gate has no risk and no band (never a
+    # silent "low"); it still goes to the review queue, marked "AI could not assess".
+    scored = [float(r.probability) for r in results if r.assessment == Assessment.ASSESSED]
+    risk = max(scored) if scored else None
     case.risk = risk
-    case.risk_band = risk_band_for(risk, bands)
+    case.risk_band = risk_band_for(risk, bands) if risk is not None else ""
+    case.ai_assessment = (
+        CaseAssessment.NOT_ASSESSED
+        if not scored
+        else CaseAssessment.ASSESSED
+        if len(scored) == len(results)
+        else CaseAssessment.PARTIAL
+    )
     case.model_version = model_version
     case.analysed_at = timezone.now()
     case.failure_reason = ""
@@ -544,9 +576,19 @@ def case_record_analysis(*, case_id: int, model_version, results: Sequence[Image
         case,
         CaseStatus.AWAITING_REVIEW,
         actor=None,
-        update_fields=["risk", "risk_band", "model_version", "analysed_at", "failure_reason"],
+        update_fields=[
+            "risk",
+            "risk_band",
+            "ai_assessment",
+            "model_version",
+            "analysed_at",
+            "failure_reason",
+        ],
         model=str(model_version),
-        risk=round(risk, 4),
+        risk=None if risk is None else round(risk, 4),
+        ai_assessment=case.ai_assessment,
+        images_assessed=len(scored),
+        images_not_assessed=len(results) - len(scored),
     )
     return case
 

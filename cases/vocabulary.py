@@ -7,6 +7,7 @@ The pure inference/training code imports the same tuples from ``inference.prepro
 from django.db import models
 
 from inference.preprocessing import SEXES, SITES
+from inference.quality import REASONS as NOT_ASSESSED_REASONS
 
 
 class Role(models.TextChoices):
@@ -62,3 +63,22 @@ class RiskBand(models.TextChoices):
 
 assert tuple(s for s in Site.values if s != Site.UNKNOWN) == SITES, "site vocabularies drifted apart"
 assert tuple(s for s in Sex.values if s != Sex.UNKNOWN) == SEXES, "sex vocabularies drifted apart"
+
+
+class Assessment(models.TextChoices):
+    """The AI safety gate's outcome for one image (docs/inference.md, "AI safety gate")."""
+
+    ASSESSED = "assessed", "Assessed by the AI"
+    NOT_ASSESSED = "not_assessed", "AI could not assess"
+
+
+class CaseAssessment(models.TextChoices):
+    """The gate's outcome for a whole case: every image, some images, or no image assessed."""
+
+    ASSESSED = "assessed", "Assessed by the AI"
+    PARTIAL = "partial", "Partly assessed (some images could not be assessed)"
+    NOT_ASSESSED = "not_assessed", "AI could not assess"
+
+
+# Machine-readable reasons an image is not assessed -> a plain sentence for people.
+NotAssessedReason = models.TextChoices("NotAssessedReason", [(key, key) for key in NOT_ASSESSED_REASONS])

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
+from PIL import Image
 
 from cases.models import Case, CaseStatus, LesionImage, Report
 from cases.selectors import current_review
@@ -28,10 +29,12 @@ from cases.services import (
     enqueue_analysis,
     enqueue_report,
 )
-from inference.package import PackageError
+from cases.vocabulary import Assessment
+from inference.package import PackageError, gate_quality_thresholds
 from inference.preprocessing import PreprocessingError, load_image
+from inference.quality import DEFAULT_THRESHOLDS, failed_reasons, quality_checks
 from inference.registry import ensemble_for
-from inference.runtime import ModelError
+from inference.runtime import ImageOutcome, ModelError
 from inference.selectors import active_model_version
 
 logger = logging.getLogger(__name__)
@@ -117,22 +120,59 @@ def case_analyse(*, case_id: int, worker: str = "") -> Case | None:
     except ModelError as exc:
         return analysis_fail(case_id, f"The model {version} failed on this case: {exc}.")
     per_image_ms = model_ms / len(images)
-    results = [
-        ImageResult(
-            image_id=image.pk,
-            probability=outcome.probability,
-            member_probabilities=outcome.member_probabilities,
-            class_probabilities=outcome.class_probabilities,
-            latency_ms=per_image_ms,
+    thresholds = _gate_thresholds(ensemble)
+    results = []
+    for image, picture, outcome in zip(images, decoded, outcomes, strict=True):
+        gate = gate_assess(picture, outcome, thresholds, ensemble.ood.threshold if ensemble.ood else None)
+        results.append(
+            ImageResult(
+                image_id=image.pk,
+                probability=outcome.probability,
+                member_probabilities=outcome.member_probabilities,
+                class_probabilities=outcome.class_probabilities,
+                latency_ms=per_image_ms,
+                assessment=gate.assessment,
+                reasons=gate.reasons,
+                quality=gate.quality,
+                ood_score=gate.ood_score,
+            )
         )
-        for image, outcome in zip(images, outcomes, strict=True)
-    ]
     try:
         return case_record_analysis(case_id=case_id, model_version=version, results=results)
     except IllegalTransition:
         return None
     except ValidationError as exc:
         return analysis_fail(case_id, f"The analysis could not be stored: {' '.join(exc.messages)}")
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    assessment: str
+    reasons: tuple[str, ...]
+    quality: dict
+    ood_score: float | None
+
+
+def _gate_thresholds(ensemble) -> dict[str, float]:
+    try:
+        return gate_quality_thresholds(ensemble.manifest)
+    except PackageError:  # refused at registration; a package stored before the gate keeps the defaults
+        return dict(DEFAULT_THRESHOLDS)
+
+
+def gate_assess(
+    image: Image.Image, outcome: ImageOutcome, thresholds: dict[str, float], ood_threshold: float | None
+) -> GateOutcome:
+    """The AI safety gate for one image: the quality checks, then the OOD score (when the package has one).
+    Any failure makes the image ``not_assessed`` with machine-readable reasons."""
+    checks = quality_checks(image, thresholds)
+    reasons = failed_reasons(checks)
+    score = outcome.ood_score
+    if ood_threshold is not None and score is not None and score > ood_threshold:
+        reasons.append("not_dermoscopy")
+    quality = {check.name: check.to_dict() for check in checks}
+    assessment = Assessment.NOT_ASSESSED if reasons else Assessment.ASSESSED
+    return GateOutcome(assessment, tuple(reasons), quality, None if score is None else round(float(score), 4))
 
 
 @dataclass

@@ -20,7 +20,18 @@ from cases.models import (
     Report,
     Review,
 )
-from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Role, Sex, Site
+from cases.vocabulary import (
+    NOT_ASSESSED_REASONS,
+    Assessment,
+    CaseAssessment,
+    Diagnosis,
+    Management,
+    Priority,
+    RiskBand,
+    Role,
+    Sex,
+    Site,
+)
 from inference.models import ModelStatus, ModelVersion
 
 MAX_ID = 10**18 - 1  # ids fit a signed 64-bit integer on every database (and the URL converter)
@@ -206,9 +217,47 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 # Cases ---------------------------------------------------------------------------------------------------
 
 
+class QualityCheckSerializer(serializers.Serializer):
+    value = serializers.FloatField(help_text="What the check measured on the image.")
+    threshold = serializers.FloatField(help_text="The model package's threshold for this check.")
+    passed = serializers.BooleanField()
+
+
+class AssessmentSerializer(serializers.Serializer):
+    """The AI safety gate's outcome for one image."""
+
+    status = serializers.ChoiceField(
+        source="assessment",
+        choices=Assessment.choices,
+        help_text="`assessed`: the probability counts towards the case risk. `not_assessed`: the AI could not "
+        "assess the image (see `reasons`); it has no probability and no risk band.",
+    )
+    reasons = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(NOT_ASSESSED_REASONS)),
+        help_text="Why the image was not assessed: "
+        + "; ".join(f"`{k}`: {v}" for k, v in NOT_ASSESSED_REASONS.items()),
+    )
+    explanation = serializers.CharField(help_text="A plain sentence for people (empty when assessed).")
+    quality = serializers.DictField(
+        child=QualityCheckSerializer(),
+        help_text="Quality check name (`blur`, `brightness`, `clipped`, `min_side`, `aspect`) -> measure.",
+    )
+    ood_score = serializers.FloatField(
+        allow_null=True,
+        help_text="Out-of-distribution score of the image (higher: less like dermoscopy); null when the model "
+        "package has no OOD gate.",
+    )
+
+
 class PredictionSerializer(serializers.ModelSerializer):
     model_version = ModelVersionBriefSerializer()
-    risk_band = serializers.ChoiceField(choices=RiskBand.choices)
+    probability = serializers.FloatField(
+        allow_null=True, help_text="Ensemble probability of malignancy; null when the image was not assessed."
+    )
+    risk_band = serializers.ChoiceField(
+        choices=[*RiskBand.choices, ("", "Not assessed")], help_text="Empty when the image was not assessed."
+    )
+    assessment = AssessmentSerializer(source="*", help_text="The AI safety gate's outcome for this image.")
     member_probabilities = serializers.DictField(
         child=serializers.FloatField(), help_text="Ensemble member name -> probability of malignancy."
     )
@@ -225,6 +274,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "model_version",
             "probability",
             "risk_band",
+            "assessment",
             "member_probabilities",
             "class_probabilities",
             "created_at",
@@ -400,6 +450,11 @@ class CaseListSerializer(serializers.ModelSerializer):
     image_count = serializers.SerializerMethodField()
     model_version = ModelVersionBriefSerializer(allow_null=True)
     report = CaseReportField()
+    ai_assessment = serializers.ChoiceField(
+        choices=[*CaseAssessment.choices, ("", "Not analysed")],
+        help_text="AI safety gate: `assessed` (every image), `partial` (the risk comes only from the assessed "
+        "images), `not_assessed` (no image could be assessed: no risk, no band; the case still awaits review).",
+    )
 
     class Meta:
         model = Case
@@ -413,6 +468,7 @@ class CaseListSerializer(serializers.ModelSerializer):
             "priority",
             "risk",
             "risk_band",
+            "ai_assessment",
             "model_version",
             "image_count",
             "report",
@@ -439,7 +495,17 @@ class CaseStatusSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Case
-        fields = ["id", "status", "risk", "risk_band", "failure_reason", "done", "report", "updated_at"]
+        fields = [
+            "id",
+            "status",
+            "risk",
+            "risk_band",
+            "ai_assessment",
+            "failure_reason",
+            "done",
+            "report",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     def get_done(self, obj: Case) -> bool:

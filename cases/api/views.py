@@ -413,11 +413,34 @@ _CASE_EXAMPLE = {
     "priority": "routine",
     "risk": 0.81,
     "risk_band": "high",
+    "ai_assessment": "assessed",
     "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
     "image_count": 1,
     "report": {"id": None, "url": None, "state": "not_reviewed"},
     "created_at": "2026-11-26T09:12:03Z",
     "updated_at": "2026-11-26T09:12:09Z",
+}
+_QUALITY_EXAMPLE = {
+    "blur": {"value": 41.2, "threshold": 4.5, "passed": True},
+    "brightness": {"value": 171.0, "threshold": 60.0, "passed": True},
+    "clipped": {"value": 0.0, "threshold": 0.45, "passed": True},
+    "min_side": {"value": 768.0, "threshold": 96.0, "passed": True},
+    "aspect": {"value": 1.33, "threshold": 3.0, "passed": True},
+}
+_ASSESSED_EXAMPLE = {
+    "status": "assessed",
+    "reasons": [],
+    "explanation": "",
+    "quality": _QUALITY_EXAMPLE,
+    "ood_score": 0.71,
+}
+_NOT_ASSESSED_EXAMPLE = {
+    "status": "not_assessed",
+    "reasons": ["too_dark"],
+    "explanation": "The image is too dark: most of the lesion is in shadow. Please take a new, sharp, well-lit "
+    "dermoscopic image of the lesion and add it to the case.",
+    "quality": {**_QUALITY_EXAMPLE, "brightness": {"value": 38.0, "threshold": 60.0, "passed": False}},
+    "ood_score": 1.9,
 }
 _CASE_DETAIL_EXAMPLE = {
     **_CASE_EXAMPLE,
@@ -442,6 +465,7 @@ _CASE_DETAIL_EXAMPLE = {
                     "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
                     "probability": 0.81,
                     "risk_band": "high",
+                    "assessment": _ASSESSED_EXAMPLE,
                     "member_probabilities": {"lite0": 0.77, "lite1": 0.84, "lite2": 0.82},
                     "class_probabilities": {},
                     "created_at": "2026-11-26T09:12:09Z",
@@ -452,8 +476,43 @@ _CASE_DETAIL_EXAMPLE = {
     "reviews": [],
     "reports": [],
 }
+_NOT_ASSESSED_IMAGE = {
+    **_CASE_DETAIL_EXAMPLE["images"][0],
+    "id": 102,
+    "position": 1,
+    "predictions": [
+        {
+            **_CASE_DETAIL_EXAMPLE["images"][0]["predictions"][0],
+            "probability": None,
+            "risk_band": "",
+            "assessment": _NOT_ASSESSED_EXAMPLE,
+            "member_probabilities": {},
+        }
+    ],
+}
 CASE_DETAIL_EXAMPLES = [
-    OpenApiExample("case awaiting review", value=_CASE_DETAIL_EXAMPLE, response_only=True)
+    OpenApiExample("case awaiting review", value=_CASE_DETAIL_EXAMPLE, response_only=True),
+    OpenApiExample(
+        "partly assessed (one image too dark)",
+        value={
+            **_CASE_DETAIL_EXAMPLE,
+            "ai_assessment": "partial",
+            "image_count": 2,
+            "images": [_CASE_DETAIL_EXAMPLE["images"][0], _NOT_ASSESSED_IMAGE],
+        },
+        response_only=True,
+    ),
+    OpenApiExample(
+        "AI could not assess (no risk, still in the review queue)",
+        value={
+            **_CASE_DETAIL_EXAMPLE,
+            "risk": None,
+            "risk_band": "",
+            "ai_assessment": "not_assessed",
+            "images": [{**_NOT_ASSESSED_IMAGE, "id": 101, "position": 0}],
+        },
+        response_only=True,
+    ),
 ]
 CASE_LIST_EXAMPLES = [
     OpenApiExample(
