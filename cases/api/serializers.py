@@ -126,7 +126,13 @@ class PatientCreateSerializer(serializers.Serializer):
         max_length=64, help_text="Pseudonymous reference, unique in the organization (never a name)."
     )
     sex = serializers.ChoiceField(choices=Sex.choices, default=Sex.UNKNOWN)
-    year_of_birth = serializers.IntegerField(required=False, allow_null=True, min_value=1880, max_value=2200)
+    year_of_birth = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Optional. From 120 years before the current year (UTC) to the current year: a future year "
+        'is refused ("The year of birth cannot be in the future.") and so is an age over 120 ("That gives an '
+        'age over 120 years."), both as a 400 on `year_of_birth`.',
+    )
 
 
 class PatientFilterSerializer(serializers.Serializer):
