@@ -16,19 +16,24 @@ from django.conf import settings
 EPOCH_KEY = "teleder:broker-epoch"
 
 
+def redis_options(timeout_s: float) -> dict[str, Any]:
+    """Socket timeouts, and no retries: redis-py otherwise retries a refused connection three times with
+    back-off (about 4 s), which is what made /readyz slow while the broker was down."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s, "retry": Retry(NoBackoff(), 0)}
+
+
 def broker_redis(*, timeout_s: float = 2.0) -> Any | None:
     """A Redis client on the broker, or None when the broker is not Redis."""
     import redis
 
     url = settings.CELERY_BROKER_URL
     if url.startswith("redis+socket://"):
-        return redis.Redis(
-            unix_socket_path=url.removeprefix("redis+socket://"),
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-        )
+        return redis.Redis(unix_socket_path=url.removeprefix("redis+socket://"), **redis_options(timeout_s))
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        return redis.Redis.from_url(url, **redis_options(timeout_s))
     return None
 
 
