@@ -390,10 +390,25 @@ class CaseStatusSerializer(serializers.ModelSerializer):
         "is still being made then."
     )
     report = CaseReportField()
+    analysis_delayed = serializers.BooleanField(
+        read_only=True,
+        help_text="True while the case is stored but not yet queued for analysis because the analysis queue is "
+        'unavailable ("AI result delayed"); it is queued automatically within 30 s of the queue\'s return.',
+    )
 
     class Meta:
         model = Case
-        fields = ["id", "status", "risk", "risk_band", "failure_reason", "done", "report", "updated_at"]
+        fields = [
+            "id",
+            "status",
+            "risk",
+            "risk_band",
+            "failure_reason",
+            "done",
+            "report",
+            "analysis_delayed",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     def get_done(self, obj: Case) -> bool:

@@ -109,3 +109,19 @@ def test_admins_see_the_queue_outage_and_clinicians_a_delayed_result(
         "AI result delayed" not in client.get(reverse("case_detail", args=[queued_case.pk])).content.decode()
     )
     assert "AI result delayed" in client.get(reverse("case_list")).content.decode()
+
+
+def test_the_api_status_says_when_the_ai_result_is_delayed(make_case, clinician, settings):
+    from rest_framework.test import APIClient
+
+    from tests.api.conftest import login
+
+    settings.TELEDER_PUBLISH_GRACE_S = 5
+    delayed = make_case(1)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {login(api, clinician.username)['access']}")
+    assert api.get(f"/api/v1/cases/{delayed.pk}/status/").json()["analysis_delayed"] is False  # just stored
+    age(delayed, 60)
+    assert api.get(f"/api/v1/cases/{delayed.pk}/status/").json()["analysis_delayed"] is True
+    Case.objects.filter(pk=delayed.pk).update(enqueued_at=timezone.now())  # the sweeper published it
+    assert api.get(f"/api/v1/cases/{delayed.pk}/status/").json()["analysis_delayed"] is False
