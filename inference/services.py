@@ -193,11 +193,11 @@ def _live_workers() -> set[str] | None:
         return None
 
 
-def _lost_before(now: datetime) -> datetime | None:
+def _broker_data_since(now: datetime) -> datetime | None:
     from inference import broker
 
     try:
-        return broker.lost_messages_before(now=now)
+        return broker.data_since(now=now)
     except Exception:  # noqa: BLE001 - broker down: nothing can be published now; the next sweep looks again
         logger.warning("sweeper: the broker cannot be asked about lost messages", exc_info=True)
         return None
@@ -206,14 +206,15 @@ def _lost_before(now: datetime) -> datetime | None:
 def cases_sweep_stuck(*, now: datetime | None = None) -> SweepResult:
     """Re-enqueue work whose broker message may have been lost.
 
-    At once (no waiting for the stuck timeout), once a case is older than ``TELEDER_PUBLISH_GRACE_S``:
-    submitted cases never published (``enqueued_at`` empty: the broker was down at submit), submitted cases
-    published before the broker lost its data (see ``inference.broker``), and analysing cases whose claiming
-    worker has no heartbeat any more (killed). After ``TELEDER_STUCK_AFTER_S`` without progress, any submitted
-    or analysing case. A case claimed ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` times without finishing is failed
-    instead, so that an image that kills the worker cannot loop for ever. Reviewed cases whose current review
-    has no report get the report task again. A second message for a case is harmless: the claim and the
-    per-image results are idempotent, so a case is still analysed into one result set.
+    At once, without waiting for the stuck timeout: submitted cases never published (``enqueued_at`` empty: the
+    broker was down at submit) once older than ``TELEDER_PUBLISH_GRACE_S``; submitted cases published before the
+    broker's current data began (a restart without persistence: ``inference.broker``); analysing cases whose
+    claiming worker has no heartbeat any more (killed), once claimed longer than the grace. After
+    ``TELEDER_STUCK_AFTER_S`` without progress, any submitted or analysing case. A case claimed
+    ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` times without finishing is failed instead, so that an image that kills the
+    worker cannot loop for ever. Reviewed cases whose current review has no report get the report task again. A
+    second message for a case is harmless: the claim and the per-image results are idempotent, so a case is
+    still analysed into one result set.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.TELEDER_STUCK_AFTER_S)
@@ -221,9 +222,9 @@ def cases_sweep_stuck(*, now: datetime | None = None) -> SweepResult:
     max_attempts = settings.TELEDER_MAX_ANALYSIS_ATTEMPTS
     result = SweepResult()
     lost = Q(status=CaseStatus.SUBMITTED, enqueued_at__isnull=True, updated_at__lt=grace)
-    lost_before = _lost_before(now)
-    if lost_before is not None:
-        lost |= Q(status=CaseStatus.SUBMITTED, enqueued_at__lt=min(lost_before, grace))
+    data_since = _broker_data_since(now)
+    if data_since is not None:  # published before the broker's current data began: the message is gone
+        lost |= Q(status=CaseStatus.SUBMITTED, enqueued_at__lt=data_since)
     live = _live_workers()
     if live is not None:
         lost |= (

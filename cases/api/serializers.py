@@ -139,7 +139,13 @@ class PatientCreateSerializer(serializers.Serializer):
         max_length=64, help_text="Pseudonymous reference, unique in the organization (never a name)."
     )
     sex = serializers.ChoiceField(choices=Sex.choices, default=Sex.UNKNOWN)
-    year_of_birth = serializers.IntegerField(required=False, allow_null=True, min_value=1880, max_value=2200)
+    year_of_birth = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Optional. From 120 years before the current year (UTC) to the current year: a future year "
+        'is refused ("The year of birth cannot be in the future.") and so is an age over 120 ("That gives an '
+        'age over 120 years."), both as a 400 on `year_of_birth`.',
+    )
 
 
 class PatientFilterSerializer(serializers.Serializer):
@@ -492,6 +498,11 @@ class CaseStatusSerializer(serializers.ModelSerializer):
         "is still being made then."
     )
     report = CaseReportField()
+    analysis_delayed = serializers.BooleanField(
+        read_only=True,
+        help_text="True while the case is stored but not yet queued for analysis because the analysis queue is "
+        'unavailable ("AI result delayed"); it is queued automatically within 30 s of the queue\'s return.',
+    )
 
     class Meta:
         model = Case
@@ -504,6 +515,7 @@ class CaseStatusSerializer(serializers.ModelSerializer):
             "failure_reason",
             "done",
             "report",
+            "analysis_delayed",
             "updated_at",
         ]
         read_only_fields = fields

@@ -24,7 +24,7 @@ from cases.api import serializers as s
 from cases.api.authentication import SessionJWTAuthentication, token_login, token_logout, token_refresh
 from cases.api.errors import PayloadTooLarge
 from cases.api.permissions import IsPlatformAdminOrReadOnly, IsReviewer
-from cases.api.schema import ApiAutoSchema
+from cases.api.schema import STORAGE_UNAVAILABLE, ApiAutoSchema
 from cases.api.throttling import ApiUserThrottle, LoginThrottle, UploadThrottle
 from cases.audit import audit_record
 from cases.models import Case, CaseStatus, LesionImage, Report, User
@@ -194,11 +194,29 @@ class _TokenEndpoint(ApiView):
 
 
 class LoginView(_TokenEndpoint):
+    error_responses = {
+        "POST": {
+            "401": ("Wrong username or password.", [("invalid_credentials", "Wrong username or password.")]),
+            "429": (
+                "Too many login attempts from this address (`throttled`), or this username is locked from this "
+                "network address after repeated failures (`locked_out`); retry after `Retry-After` seconds.",
+                [
+                    ("throttled", "Request was throttled. Expected available in 12 seconds."),
+                    (
+                        "locked_out",
+                        refusals.LOCKED_USERNAME_AT_ADDRESS.format(minutes=15),
+                    ),
+                ],
+            ),
+        }
+    }
+
     @extend_schema(
         tags=["auth"],
         summary="Log in and start a session",
-        description="Returns a short-lived access token and a refresh token. Repeated failures lock the "
-        "account for a while (429 `locked_out`).",
+        description="Returns a short-lived access token and a refresh token. Wrong credentials are 401 "
+        "`invalid_credentials`. 5 failures pause this username from this network address for 15 minutes (429 "
+        "`locked_out`); colleagues on the same address are not affected.",
         request=s.LoginSerializer,
         responses={200: s.TokenPairSerializer},
         examples=[
@@ -214,6 +232,15 @@ class LoginView(_TokenEndpoint):
 
 
 class RefreshView(_TokenEndpoint):
+    error_responses = {
+        "POST": {
+            "401": (
+                "The refresh token is invalid, expired, revoked or was used before.",
+                [("token_not_valid", "The refresh token is invalid, expired or revoked.")],
+            )
+        }
+    }
+
     @extend_schema(
         tags=["auth"],
         summary="Exchange the refresh token for a new pair",
@@ -246,7 +273,13 @@ class LogoutView(ApiView):
 
 class MeView(ApiView):
     @extend_schema(
-        tags=["auth"], summary="The signed-in user, role and organizations", responses=s.MeSerializer
+        tags=["auth"],
+        summary="The signed-in user, role and organizations",
+        description=(
+            "Who the bearer token belongs to: role, organizations and what the role may do (`can_submit_cases`, "
+            "`can_review_cases`)."
+        ),
+        responses=s.MeSerializer,
     )
     def get(self, request: Request) -> Response:
         return Response(s.MeSerializer(_me(request.user)).data)
@@ -259,6 +292,10 @@ class OrganizationListView(ApiView):
     @extend_schema(
         tags=["organizations"],
         summary="Organizations the user works for",
+        description=(
+            "The organizations of the signed-in user (clinicians have one; dermatologists may serve several). "
+            "Paginated."
+        ),
         responses=s.OrganizationSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
@@ -271,6 +308,10 @@ class PatientListView(ApiView):
     @extend_schema(
         tags=["patients"],
         summary="Patients of the user's organizations",
+        description=(
+            "Pseudonymous patients of the user's organizations, by reference; `search` matches any part of the "
+            "reference (case-insensitive). Paginated."
+        ),
         parameters=[s.PatientFilterSerializer],
         responses=s.PatientSerializer(many=True),
     )
@@ -282,6 +323,11 @@ class PatientListView(ApiView):
     @extend_schema(
         tags=["patients"],
         summary="Add a patient (pseudonymous reference, never a name)",
+        description=(
+            "`reference` is unique per organization (case-insensitive); a duplicate is a 400 on `reference`. "
+            "`year_of_birth` is optional: a year from 120 years ago to the current year (a future year, or an age over "
+            "120, is a 400 on `year_of_birth`). Users of several organizations must give `organization`."
+        ),
         request=s.PatientCreateSerializer,
         responses={201: s.PatientSerializer},
         examples=[
@@ -315,7 +361,12 @@ class PatientListView(ApiView):
 
 
 class PatientDetailView(ApiView):
-    @extend_schema(tags=["patients"], summary="One patient", responses=s.PatientSerializer)
+    @extend_schema(
+        tags=["patients"],
+        summary="One patient",
+        description="A patient of one of the user's organizations; another organization's is a 404.",
+        responses=s.PatientSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(s.PatientSerializer(selectors.patient_get(request.user, pk)).data)
 
@@ -324,6 +375,9 @@ class LesionListView(ApiView):
     @extend_schema(
         tags=["lesions"],
         summary="Lesions of visible patients",
+        description=(
+            "Lesions of the patients of the user's organizations, ordered by patient; filter by `patient`. Paginated."
+        ),
         parameters=[s.LesionFilterSerializer],
         responses=s.LesionSerializer(many=True),
     )
@@ -337,6 +391,10 @@ class LesionListView(ApiView):
     @extend_schema(
         tags=["lesions"],
         summary="Add a lesion to a patient",
+        description=(
+            "Clinicians and administrators of the patient's organization. `site` is an ISIC anatomical site; `label` a "
+            'free description (e.g. "left scapula"). A patient of another organization is a 404 on the field `patient`.'
+        ),
         request=s.LesionCreateSerializer,
         responses={201: s.LesionSerializer},
         examples=[
@@ -358,7 +416,12 @@ class LesionListView(ApiView):
 
 
 class LesionDetailView(ApiView):
-    @extend_schema(tags=["lesions"], summary="One lesion", responses=s.LesionSerializer)
+    @extend_schema(
+        tags=["lesions"],
+        summary="One lesion",
+        description="A lesion of a visible patient; another organization's is a 404.",
+        responses=s.LesionSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(s.LesionSerializer(selectors.lesion_get(request.user, pk)).data)
 
@@ -537,6 +600,7 @@ _IDEMPOTENCY_PARAMETER = OpenApiParameter(
 
 class CaseListView(ApiView):
     parser_classes = [MultiPartParser, FormParser]
+    error_responses = {"POST": STORAGE_UNAVAILABLE}
 
     def get_throttles(self) -> list:
         throttles = super().get_throttles()
@@ -621,6 +685,12 @@ class CaseDetailView(ApiView):
     @extend_schema(
         tags=["cases"],
         summary="A case with its images, AI results per image and member, reviews and reports",
+        description=(
+            "The full case: patient and lesion at submission, every image with the predictions of each model "
+            "version (newest first) and each ensemble member, the reviews (a correction supersedes the one "
+            "before) and the signed reports, plus `report`, the newest report's state. Viewing is recorded in the"
+            " audit trail."
+        ),
         responses=s.CaseDetailSerializer,
         examples=CASE_DETAIL_EXAMPLES,
     )
@@ -649,6 +719,7 @@ class CaseStatusView(ApiView):
                     "failure_reason": "",
                     "done": False,
                     "report": {"id": None, "url": None, "state": "not_reviewed"},
+                    "analysis_delayed": False,
                     "updated_at": "2026-11-26T09:12:09Z",
                 },
                 response_only=True,
@@ -667,6 +738,7 @@ class CaseStatusView(ApiView):
                         "url": "https://teleder.example.org/api/v1/reports/7d0c3c1e-1f0b-4a53-9d1e-2f5b8f7a6c21/download/",
                         "state": "available",
                     },
+                    "analysis_delayed": False,
                     "updated_at": "2026-11-26T10:02:41Z",
                 },
                 response_only=True,
@@ -680,6 +752,8 @@ class CaseStatusView(ApiView):
 
 class CaseImagesView(ApiView):
     parser_classes = [MultiPartParser, FormParser]
+    pagination_class = None  # answers the added images as a plain list
+    error_responses = {"POST": STORAGE_UNAVAILABLE}
     throttle_classes = [ApiUserThrottle, UploadThrottle]
 
     @extend_schema(
@@ -749,8 +823,12 @@ class QueueView(ApiView):
     @extend_schema(
         tags=["review"],
         summary="The dermatologist's review queue: urgent first, then AI risk, then waiting time",
-        description="The same order as the web queue: priority (urgent first), then AI risk (a case the AI "
-        "could not assess counts as the highest), then the longest waiting since submission.",
+        description=(
+            "Dermatologists only (403 for other roles). Cases of the organizations they serve, awaiting review by"
+            " default (`status` also takes `reviewed` or `reported`), in the web queue's order: priority (urgent "
+            "first), then AI risk (a case the AI could not assess counts as the highest), then the longest "
+            "waiting since submission; filter by organization, risk band, priority and creation time. Paginated."
+        ),
         parameters=[s.QueueFilterSerializer],
         responses=s.CaseListSerializer(many=True),
         examples=CASE_LIST_EXAMPLES,
@@ -772,7 +850,15 @@ class QueueView(ApiView):
 
 
 class ReportDetailView(ApiView):
-    @extend_schema(tags=["reports"], summary="A signed report's details", responses=s.ReportSerializer)
+    @extend_schema(
+        tags=["reports"],
+        summary="A signed report's details",
+        description=(
+            "The report's signer, signing time, SHA-256 of the PDF, whether it is an addendum (and which report it "
+            "supersedes) and its download URL."
+        ),
+        responses=s.ReportSerializer,
+    )
     def get(self, request: Request, uid: str) -> Response:
         report = selectors.report_get(request.user, uid)
         return Response(s.ReportSerializer(report, context={"request": request}).data)
@@ -782,6 +868,10 @@ class ReportDownloadView(ApiView):
     @extend_schema(
         tags=["reports"],
         summary="Download the signed PDF",
+        description=(
+            "The signed PDF (PAdES) as stored, with its SHA-256 in `X-Report-SHA256`. Downloads are recorded in "
+            "the audit trail."
+        ),
         responses={
             (200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY, description="The signed PDF.")
         },
@@ -805,7 +895,8 @@ class ReportVerifyView(ApiView):
         summary="Check a report PDF's signature",
         description="Upload a PDF as `file`. 200 with `valid` true only for an intact report signed by this "
         "platform and identical to its stored copy; 200 with `valid` false and a `status` for any other PDF; "
-        "400 (`empty`, `not_pdf`) or 413 (`too_large`) when the upload is not a PDF at all.",
+        "400 `invalid` with the reason on the field `file` (an empty file, or not a PDF) or 413 "
+        "`payload_too_large` when the upload is not a PDF that can be checked at all.",
         request={"multipart/form-data": s.ReportVerifySerializer},
         responses={200: s.VerificationSerializer},
     )
@@ -832,7 +923,13 @@ class ModelVersionListView(ApiView):
     permission_classes = [IsPlatformAdminOrReadOnly]
 
     @extend_schema(
-        tags=["models"], summary="Registered model versions", responses=s.ModelVersionSerializer(many=True)
+        tags=["models"],
+        summary="Registered model versions",
+        description=(
+            "Every registered AI model version, newest first, with its status (one is `active`), threshold and "
+            "manifest. Read-only for everyone but administrators."
+        ),
+        responses=s.ModelVersionSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
         return self.page(ModelVersion.objects.order_by("-created_at", "-pk"), s.ModelVersionSerializer)
@@ -841,7 +938,12 @@ class ModelVersionListView(ApiView):
 class ModelVersionDetailView(ApiView):
     permission_classes = [IsPlatformAdminOrReadOnly]
 
-    @extend_schema(tags=["models"], summary="One model version", responses=s.ModelVersionSerializer)
+    @extend_schema(
+        tags=["models"],
+        summary="One model version",
+        description="One registered model version with its manifest (members, risk bands, threshold).",
+        responses=s.ModelVersionSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(s.ModelVersionSerializer(_model_version(pk)).data)
 
@@ -852,6 +954,10 @@ class ModelVersionActivateView(ApiView):
     @extend_schema(
         tags=["models"],
         summary="Make this model version the active one (administrators)",
+        description=(
+            "Platform administrators only (403 otherwise). New cases are analysed with this version from now on; the "
+            "previous active version is retired, not deleted. Recorded in the audit trail."
+        ),
         request=None,
         responses={200: s.ModelVersionSerializer},
     )
