@@ -11,9 +11,12 @@ In one run, for the given package, else the bundled one (models/default/), else 
       stored result for single-image cases one at a time (warm worker), and throughput for a burst of
       multi-image cases;
   (c) the baseline: the same networks run per request with Keras ``model.predict`` (needs TensorFlow);
-  (d) the worker's peak RSS with the ensemble loaded.
+  (d) the worker's peak RSS with the ensemble loaded;
   (e) the latency budget: the single-image case of (b), which computes every AI output the package has (listed
-      from its manifest), against the probability alone (decode, preprocess and run one image in process).
+      from its manifest), against the probability alone (decode, preprocess and run one image in process);
+  (f) the AI safety gate's cost: a single-image case's analysis (decode, preprocess, ensemble) with the gate
+      (quality checks + the OOD features and score from the same session) against without it, interleaved in
+      the same run (``--gate-only`` runs just this part).
 It prints a table, then one JSON object as the last line.
 
 With two or more ``--package`` it compares them instead (``benchmarks/precision.py``): raw throughput at batch 1
@@ -253,6 +256,66 @@ def compare_packages(args) -> int:
     return run_comparison(args, images=sample_images(40), script=Path(__file__).resolve(), log=log)
 
 
+# --------------------------------------------------------------------------- (e) the AI safety gate
+
+
+def gate_latency(package: Path, n_cases: int, rounds: int = 3) -> dict:
+    """Median seconds of a single-image case's analysis with and without the AI gate, measured alternately
+    (on, off, on, off, ...) on the same images so that load drift on a shared machine hits both alike."""
+    from inference.package import gate_quality_thresholds, parse_manifest, read_manifest
+    from inference.preprocessing import load_image
+    from inference.quality import failed_reasons, quality_checks
+    from inference.runtime import CPU, Ensemble, RuntimeConfig
+
+    manifest, _ = read_manifest(package)
+    if manifest.raw.get("gate", {}).get("ood") is None:
+        return {"gate_note": "the package has no OOD gate: nothing to compare"}
+    plain = parse_manifest({k: v for k, v in manifest.raw.items() if k != "gate"})
+    config = RuntimeConfig(providers=(CPU,))
+    on, off = Ensemble(package, manifest, config), Ensemble(package, plain, config)
+    thresholds = gate_quality_thresholds(manifest)
+    images = sample_images(n_cases)
+    meta = [(56, "female", "torso")]
+
+    def case_off(data: bytes) -> None:
+        off.run(off.prepare([load_image(data)], meta))
+
+    def case_on(data: bytes) -> None:
+        image = load_image(data)
+        outcomes, _ = on.run(on.prepare([image], meta))
+        failed_reasons(quality_checks(image, thresholds))
+        assert outcomes[0].ood_score is not None
+
+    for data in images[:3]:  # warm-up both sessions
+        case_off(data)
+        case_on(data)
+    with_gate, without = [], []
+    for _ in range(rounds):
+        for data in images:
+            for fn, sink in ((case_on, with_gate), (case_off, without)):
+                tick = time.perf_counter()
+                fn(data)
+                sink.append(time.perf_counter() - tick)
+    on_s, off_s = statistics.median(with_gate), statistics.median(without)
+    return {
+        "gate_cases": len(with_gate),
+        "gate_on_p50_ms": round(on_s * 1000, 1),
+        "gate_off_p50_ms": round(off_s * 1000, 1),
+        "gate_overhead": round(on_s / off_s - 1, 4),
+    }
+
+
+def print_gate(result: dict) -> None:
+    if "gate_overhead" not in result:
+        print(f"  (e) AI gate: {result.get('gate_note')}")
+        return
+    print(
+        f"  (e) single-image case analysis, gate on / off (n={result['gate_cases']} each, interleaved): "
+        f"p50 {result['gate_on_p50_ms']:.0f} ms / {result['gate_off_p50_ms']:.0f} ms, "
+        f"overhead {result['gate_overhead'] * 100:+.1f} %  (target <= +10 %)"
+    )
+
+
 # --------------------------------------------------------------------------- (b) end to end
 
 
@@ -426,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--images-per-case", type=int, default=10, help="images per case in the burst (max 10)"
     )
+    parser.add_argument(
+        "--gate-only", action="store_true", help="measure only (f), the AI gate's cost on single-image cases"
+    )
     parser.add_argument("--export-standin", help=argparse.SUPPRESS)
     parser.add_argument("--keras-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -446,6 +512,17 @@ def main(argv: list[str] | None = None) -> int:
         return compare_packages(args)
 
     quick = args.quick
+    if args.gate_only:
+        package, origin = resolve_package(args)
+        result = {
+            "package": str(package),
+            "package_origin": origin,
+            **gate_latency(package, 8 if quick else 20),
+        }
+        print("TeleDerm inference benchmark: AI gate only")
+        print_gate(result)
+        print(json.dumps(result))
+        return 0
     per_case = max(1, min(10, args.images_per_case))
     latency_cases, burst_cases = (20, 10) if quick else (60, 20)
     raw_seconds = 2.0 if quick else 6.0
@@ -484,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
         raw_after = raw_timings(package, sizes, raw_seconds)
         raw = {b: b / statistics.median(raw_before[b] + raw_after[b]) for b in sizes}
 
+        gate = gate_latency(package, 8 if quick else 20)
         keras = {"keras_img_per_s": None, "note": "TensorFlow is not installed"}
         if has_tensorflow():
             log("Keras per-request baseline (TensorFlow subprocess)")
@@ -541,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker_child_rss_mb": round(e2e["worker_child_rss_mb"], 1),
         "ai_outputs": outputs,
         "probability_only_p95_s": round(percentile(probability_only, 0.95), 4),
+        **gate,
     }
     rows = [
         ("package", f"{manifest.label} ({origin})"),
@@ -574,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     print("TeleDerm inference benchmark" + (" (quick)" if quick else ""))
     for label, value in rows:
         print(f"  {label.ljust(width)}  {value}")
+    print_gate(gate)
     print(json.dumps(result))
     return 0
 

@@ -341,7 +341,11 @@ class QueueFilterForm(forms.Form):
     status = forms.ChoiceField(
         required=False,
         choices=[("", "Awaiting review")]
-        + [choice for choice in CaseStatus.choices if choice[0] != CaseStatus.AWAITING_REVIEW],
+        + [
+            choice
+            for choice in CaseStatus.choices
+            if choice[0] not in (CaseStatus.AWAITING_REVIEW, CaseStatus.DRAFT)  # drafts are the clinician's
+        ],
     )
 
     def __init__(self, *args, organizations=(), **kwargs) -> None:

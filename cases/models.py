@@ -11,7 +11,18 @@ from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import Q
 
-from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Role, Sex, Site
+from cases.vocabulary import (
+    Assessment,
+    CaseAssessment,
+    Diagnosis,
+    Management,
+    Priority,
+    RiskBand,
+    Role,
+    Sex,
+    Site,
+    explain_not_assessed,
+)
 
 
 class Organization(models.Model):
@@ -156,6 +167,12 @@ class Case(models.Model):
         null=True, blank=True, help_text="Highest AI probability over the case's images."
     )
     risk_band = models.CharField(max_length=8, choices=RiskBand.choices, blank=True)
+    ai_assessment = models.CharField(
+        max_length=16,
+        choices=CaseAssessment.choices,
+        blank=True,
+        help_text="AI safety gate: all, some or none of the images assessed (blank until analysed).",
+    )
     model_version = models.ForeignKey(
         "inference.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="cases"
     )
@@ -264,8 +281,20 @@ class Prediction(models.Model):
     model_version = models.ForeignKey(
         "inference.ModelVersion", on_delete=models.PROTECT, related_name="predictions"
     )
-    probability = models.FloatField(help_text="Ensemble probability of malignancy.")
-    risk_band = models.CharField(max_length=8, choices=RiskBand.choices)
+    probability = models.FloatField(
+        null=True, blank=True, help_text="Ensemble probability of malignancy (none when not assessed)."
+    )
+    risk_band = models.CharField(max_length=8, choices=RiskBand.choices, blank=True)
+    assessment = models.CharField(max_length=16, choices=Assessment.choices, default=Assessment.ASSESSED)
+    reasons = models.JSONField(
+        default=list, blank=True, help_text="Why the AI could not assess the image (machine-readable)."
+    )
+    quality = models.JSONField(
+        default=dict, blank=True, help_text="Quality check name -> {value, threshold, passed}."
+    )
+    ood_score = models.FloatField(
+        null=True, blank=True, help_text="Out-of-distribution score (none when the package has no gate)."
+    )
     member_probabilities = models.JSONField(default=dict, help_text="Member name -> probability.")
     class_probabilities = models.JSONField(
         default=dict, blank=True, help_text="Class -> probability (multiclass)."
@@ -286,6 +315,8 @@ class Prediction(models.Model):
         ]
 
     def __str__(self) -> str:
+        if self.probability is None:
+            return f"not assessed for {self.image} ({self.model_version})"
         return f"{self.probability:.3f} for {self.image} ({self.model_version})"
 
     def top_diagnoses(self, n: int = 3) -> list[tuple[str, float]]:
@@ -299,6 +330,11 @@ class Prediction(models.Model):
         ]
         items.sort(key=lambda kv: -kv[1])
         return [(labels.get(k, k), p) for k, p in items[:n]]
+
+    @property
+    def explanation(self) -> str:
+        reasons = list(self.reasons or [])
+        return explain_not_assessed(reasons) if self.assessment == Assessment.NOT_ASSESSED else ""
 
 
 class Review(models.Model):

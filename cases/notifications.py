@@ -126,7 +126,9 @@ def notify_waiting_cases(*, now=None) -> list[Notification]:
     waiting = (
         Case.objects.filter(status=CaseStatus.AWAITING_REVIEW)
         .filter(Q(priority=Priority.URGENT) | Q(risk_band=RiskBand.HIGH) | Q(risk__isnull=True))
+        .exclude(notifications__kind=CASE_WAITING)  # alerted already: once per case
         .select_related("organization")
+        .distinct()
     )
     for case in waiting:
         since = case.submitted_at or case.created_at

@@ -10,8 +10,8 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from cases.api.base import ApiView
 from cases.api.permissions import IsPlatformAdminOrReadOnly
-from cases.api.views import ApiView
 from inference.models import ModelStatus, ModelVersion
 from inference.registry import model_activate
 from inference.selectors import model_versions
@@ -59,7 +59,13 @@ class ModelVersionListView(ApiView):
     permission_classes = [IsPlatformAdminOrReadOnly]
 
     @extend_schema(
-        tags=["models"], summary="Registered model versions", responses=ModelVersionSerializer(many=True)
+        tags=["models"],
+        summary="Registered model versions",
+        description=(
+            "Every registered AI model version, newest first, with its status (one is `active`), threshold and "
+            "manifest. Read-only for everyone but administrators."
+        ),
+        responses=ModelVersionSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
         return self.page(model_versions().order_by("-created_at", "-pk"), ModelVersionSerializer)
@@ -68,7 +74,12 @@ class ModelVersionListView(ApiView):
 class ModelVersionDetailView(ApiView):
     permission_classes = [IsPlatformAdminOrReadOnly]
 
-    @extend_schema(tags=["models"], summary="One model version", responses=ModelVersionSerializer)
+    @extend_schema(
+        tags=["models"],
+        summary="One model version",
+        description="One registered model version with its manifest (members, risk bands, threshold).",
+        responses=ModelVersionSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(ModelVersionSerializer(_model_version(pk)).data)
 
@@ -79,6 +90,10 @@ class ModelVersionActivateView(ApiView):
     @extend_schema(
         tags=["models"],
         summary="Make this model version the active one (administrators)",
+        description=(
+            "Platform administrators only (403 otherwise). New cases are analysed with this version from now on; the "
+            "previous active version is retired, not deleted. Recorded in the audit trail."
+        ),
         request=None,
         responses={200: ModelVersionSerializer},
     )

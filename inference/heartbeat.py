@@ -31,16 +31,14 @@ def redis_client(timeout_s: float = 2.0):
     """A Redis client for heartbeats: REDIS_URL, else the broker when it is Redis (embedded or not)."""
     import redis
 
+    from inference.broker import redis_options
+
     url = settings.REDIS_URL or settings.CELERY_BROKER_URL
     if url.startswith("redis+socket://"):
-        return redis.Redis(
-            unix_socket_path=url.removeprefix("redis+socket://"),
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-        )
+        return redis.Redis(unix_socket_path=url.removeprefix("redis+socket://"), **redis_options(timeout_s))
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise RuntimeError("Worker heartbeats need Redis: set REDIS_URL when the broker is not Redis.")
-    return redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    return redis.Redis.from_url(url, **redis_options(timeout_s))
 
 
 def _check_model() -> dict[str, Any] | None:

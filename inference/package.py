@@ -26,7 +26,10 @@ from inference.calibration import (
     parse_calibration,
     parse_differential,
 )
+from inference.ood import ARRAY_NAMES as GATE_ARRAY_NAMES
+from inference.ood import METHOD as GATE_METHOD
 from inference.preprocessing import ImageSpec, MetadataSpec, PreprocessingError
+from inference.quality import thresholds_from
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -299,6 +302,7 @@ def parse_manifest(data: Any) -> Manifest:
         differential = parse_differential(data.get("differential"), {m.name: m.outputs for m in members})
     except CalibrationError as exc:
         raise PackageError(str(exc)) from exc
+    _parse_gate(data, names)
     return Manifest(
         format_version=fmt,
         name=name,
@@ -429,6 +433,115 @@ def verify_files(folder: Path, manifest: Manifest) -> None:
                 f"member '{member.name}': checksum mismatch for {member.file} "
                 f"(manifest {member.sha256[:12]}..., file {actual[:12]}...): the file is corrupt or was replaced"
             )
+    _verify_gate_files(root, manifest)
+
+
+# AI safety gate (docs/model-package.md, "gate") ------------------------------------------------------------
+
+
+def gate_quality_thresholds(manifest: Manifest) -> dict[str, float]:
+    """The quality thresholds: code defaults overridden by ``gate.quality``. Without an explicit ``min_side``,
+    an image as large as the smallest member input is never "too small" (tiny test models take 32 px)."""
+    gate = manifest.raw.get("gate") or {}
+    try:
+        thresholds = thresholds_from(gate.get("quality"))
+    except ValueError as exc:
+        raise PackageError(f"manifest: gate.quality: {exc}") from exc
+    if "min_side" not in (gate.get("quality") or {}):
+        thresholds["min_side"] = float(min(thresholds["min_side"], *(m.image.size for m in manifest.members)))
+    return thresholds
+
+
+def member_output(manifest: Manifest, index: int, key: str) -> str | None:
+    """The tensor name a member declares under ``outputs.<key>`` (an extra output exposed at load time)."""
+    outputs = manifest.raw["members"][index].get("outputs") or {}
+    value = outputs.get(key) if isinstance(outputs, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def gate_ood_spec(manifest: Manifest) -> dict | None:
+    """The validated ``gate.ood`` object, or None when the package has no OOD gate (the gate is then off)."""
+    return _parse_ood(
+        (manifest.raw.get("gate") or {}).get("ood"), manifest.raw, [m.name for m in manifest.members]
+    )
+
+
+def _parse_ood(ood: Any, data: dict, names: list[str]) -> dict | None:
+    if ood is None:
+        return None
+    where = "manifest: gate.ood"
+    if not isinstance(ood, dict):
+        raise PackageError(f"{where} must be an object")
+    if ood.get("method") != GATE_METHOD:
+        raise PackageError(f"{where}.method must be {GATE_METHOD!r}")
+    output = _require(ood, "output", str, where)
+    threshold = ood.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
+        raise PackageError(f"{where}.threshold must be a number")
+    if threshold <= 0:
+        raise PackageError(f"{where}.threshold must be positive")
+    arrays = _require(ood, "arrays", dict, where)
+    if set(arrays) != set(names):
+        raise PackageError(f"{where}.arrays must have one entry per member ({', '.join(names)})")
+    for index, name in enumerate(names):
+        outputs = data["members"][index].get("outputs") or {}
+        if not isinstance(outputs, dict) or not isinstance(outputs.get(output), str):
+            raise PackageError(f"member '{name}': outputs.{output} (the gate's feature tensor) is missing")
+        entry = arrays[name]
+        if not isinstance(entry, dict) or set(entry) != set(GATE_ARRAY_NAMES):
+            raise PackageError(f"{where}.arrays.{name} must name the arrays {', '.join(GATE_ARRAY_NAMES)}")
+        for array in GATE_ARRAY_NAMES:
+            item = entry[array]
+            spot = f"{where}.arrays.{name}.{array}"
+            if not isinstance(item, dict):
+                raise PackageError(f"{spot} must be an object with file and sha256")
+            file = _require(item, "file", str, spot)
+            path = PurePosixPath(file)
+            if path.is_absolute() or "\\" in file or ".." in path.parts or path.suffix != ".npy":
+                raise PackageError(f"{spot}: file {file!r} must be a relative .npy path inside the package")
+            if not _SHA256.match(str(_require(item, "sha256", str, spot)).lower()):
+                raise PackageError(f"{spot}: sha256 must be 64 hexadecimal characters")
+    return ood
+
+
+def _parse_gate(data: dict, names: list[str]) -> None:
+    gate = data.get("gate")
+    if gate is None:
+        return
+    if not isinstance(gate, dict):
+        raise PackageError("manifest: 'gate' must be an object")
+    try:
+        thresholds_from(gate.get("quality"))
+    except ValueError as exc:
+        raise PackageError(f"manifest: gate.quality: {exc}") from exc
+    _parse_ood(gate.get("ood"), data, names)
+
+
+def gate_files(manifest: Manifest) -> list[tuple[str, str, str]]:
+    """(member, file, sha256) of every gate array the manifest lists."""
+    ood = gate_ood_spec(manifest)
+    if ood is None:
+        return []
+    return [
+        (member, item["file"], item["sha256"].lower())
+        for member, entry in ood["arrays"].items()
+        for item in (entry[name] for name in GATE_ARRAY_NAMES)
+    ]
+
+
+def _verify_gate_files(root: Path, manifest: Manifest) -> None:
+    for member, file, sha in gate_files(manifest):
+        path = (root / file).resolve()
+        if not path.is_relative_to(root):
+            raise PackageError(f"gate array {file!r} lies outside the package")
+        if not path.is_file():
+            raise PackageError(f"gate array {file} (member '{member}') is missing from the package")
+        actual = sha256_file(path)
+        if actual != sha:
+            raise PackageError(
+                f"gate array {file}: checksum mismatch (manifest {sha[:12]}..., file {actual[:12]}...): "
+                "the file is corrupt or was replaced"
+            )
 
 
 def model_card_file(folder: Path) -> Path | None:
@@ -440,7 +553,7 @@ def model_card_file(folder: Path) -> Path | None:
 
 def package_files(folder: Path, manifest: Manifest) -> list[str]:
     """The files that make up the package (what is copied on registration; anything else is left behind)."""
-    files = [MANIFEST_NAME, *(m.file for m in manifest.members)]
+    files = [MANIFEST_NAME, *(m.file for m in manifest.members), *(f for _, f, _ in gate_files(manifest))]
     card = model_card_file(folder)
     if card is not None:
         files.append(card.name)

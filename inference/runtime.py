@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ from onnx import compose, helper
 from PIL import Image
 
 from inference.calibration import calibrated_differential
-from inference.package import Manifest, MemberSpec, PackageError
+from inference.ood import GateArrayError, OodGate, load_member
+from inference.package import Manifest, MemberSpec, PackageError, gate_ood_spec, member_output
 from inference.preprocessing import ImageSpec, hflip, image_tensor, load_image, metadata_vector
 
 logger = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class ImageOutcome:
     class_probabilities: dict[str, float] | None = None
     raw_probability: float | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    ood_score: float | None = None  # the AI gate's out-of-distribution score; None when the gate is off
 
 
 @dataclass(frozen=True)
@@ -268,14 +270,68 @@ def _dims_match(actual: Sequence, expected: Sequence[int]) -> bool:
     return all(not isinstance(a, int) or a <= 0 or a == e for a, e in zip(actual, expected, strict=True))
 
 
+# The member output key under which the AI gate's features travel when no gate declares its own.
+FEATURES_KEY = "features"
+
+
+def feature_outputs(manifest: Manifest) -> dict[int, str] | None:
+    """Member index -> the tensor the AI gate reads (``members[].outputs.<gate.ood.output>``), or None when the
+    package has no OOD gate."""
+    ood = gate_ood_spec(manifest)
+    if ood is None:
+        return None
+    return {k: member_output(manifest, k, ood["output"]) for k in range(len(manifest.members))}
+
+
+def load_ood_gate(folder: Path, manifest: Manifest) -> OodGate | None:
+    """The package's OOD gate (its arrays loaded and checked), or None when it has none. A corrupt array
+    raises :class:`PackageError` naming the file."""
+    ood = gate_ood_spec(manifest)
+    if ood is None:
+        return None
+    members = {}
+    for member in manifest.members:
+        files = {name: Path(folder) / item["file"] for name, item in ood["arrays"][member.name].items()}
+        try:
+            members[member.name] = load_member(files)
+        except GateArrayError as exc:
+            raise PackageError(f"member '{member.name}': {exc}") from exc
+    return OodGate(members=members, threshold=float(ood["threshold"]))
+
+
+def _with_features(manifest: Manifest, key: str, tensors: dict[int, str]) -> Manifest:
+    """The manifest with each member's feature tensor declared as its ``key`` extra output, so that the
+    gate's features come out of the same (fused) session run as the probabilities."""
+    members = tuple(
+        replace(m, outputs={**m.outputs, key: tensors[k]}) if k in tensors else m
+        for k, m in enumerate(manifest.members)
+    )
+    return replace(manifest, members=members)
+
+
 class Ensemble:
     """The members of one model version, ready to run."""
 
     def __init__(
-        self, folder: Path, manifest: Manifest, config: RuntimeConfig | None = None, *, fuse: bool = True
+        self,
+        folder: Path,
+        manifest: Manifest,
+        config: RuntimeConfig | None = None,
+        *,
+        fuse: bool = True,
+        features: dict[int, str] | None = None,
     ):
+        """``features``: member index -> tensor to return as the gate's features (``training gate`` fits a
+        gate this way); by default the tensors the package's OOD gate declares."""
         self.folder = Path(folder)
-        self.manifest = manifest
+        self.ood = load_ood_gate(self.folder, manifest)
+        gate = gate_ood_spec(manifest)
+        self.feature_key = gate["output"] if gate else FEATURES_KEY
+        tensors = features if features is not None else (feature_outputs(manifest) or {})
+        self.manifest = manifest = (
+            _with_features(manifest, self.feature_key, tensors) if tensors else manifest
+        )
+        self.has_features = bool(tensors)
         self.config = config or RuntimeConfig()
         shared = len(manifest.members) > 1
         fuse = fuse and shared
@@ -334,7 +390,19 @@ class Ensemble:
         return BatchInputs(images=batches, metadata=meta)
 
     def run(self, inputs: BatchInputs) -> tuple[list[ImageOutcome], float]:
-        """Run every member on the batch; return the outcomes and the model time in milliseconds."""
+        """Run every member on the batch; return the outcomes (with the OOD score when the package has a gate)
+        and the model time in milliseconds."""
+        outcomes, features, model_ms = self.run_with_features(inputs)
+        if self.ood is not None and features:
+            scores = self.ood.score(features)
+            outcomes = [replace(o, ood_score=float(s)) for o, s in zip(outcomes, scores, strict=True)]
+        return outcomes, model_ms
+
+    def run_with_features(
+        self, inputs: BatchInputs
+    ) -> tuple[list[ImageOutcome], dict[str, np.ndarray], float]:
+        """:meth:`run`, also returning the AI gate's pooled features (member name -> (N, D); empty when the
+        package declares none), without the OOD score."""
         if self.fused is not None:
             return self._run_fused(inputs)
         n = len(inputs)
@@ -361,9 +429,9 @@ class Ensemble:
             member_outputs.append(probs)
             member_extras.append(self._extra_outputs(member, dict(zip(extra_keys, extra, strict=True)), n))
         model_ms = (time.perf_counter() - started) * 1000.0
-        return self._combine(member_outputs, n, member_extras), model_ms
+        return self._finish(member_outputs, n, member_extras, model_ms)
 
-    def _run_fused(self, inputs: BatchInputs) -> tuple[list[ImageOutcome], float]:
+    def _run_fused(self, inputs: BatchInputs) -> tuple[list[ImageOutcome], dict[str, np.ndarray], float]:
         n = len(inputs)
         manifest = self.manifest
         started = time.perf_counter()
@@ -399,7 +467,23 @@ class Ensemble:
             for member, raw in zip(manifest.members, extras_raw, strict=True)
         ]
         model_ms = (time.perf_counter() - started) * 1000.0
-        return self._combine(member_outputs, n, member_extras), model_ms
+        return self._finish(member_outputs, n, member_extras, model_ms)
+
+    def _finish(
+        self,
+        member_outputs: list[np.ndarray],
+        n: int,
+        member_extras: list[dict[str, np.ndarray]],
+        model_ms: float,
+    ) -> tuple[list[ImageOutcome], dict[str, np.ndarray], float]:
+        """The gate's features stay per member (the OOD gate scores each member's own feature space); every
+        other extra output is averaged over the members."""
+        features = {}
+        if self.has_features:
+            for member, extras in zip(self.manifest.members, member_extras, strict=True):
+                if self.feature_key in extras:
+                    features[member.name] = extras.pop(self.feature_key).astype(np.float32)
+        return self._combine(member_outputs, n, member_extras), features, model_ms
 
     def _extra_outputs(self, member: MemberSpec, raw: dict[str, Any], n: int) -> dict[str, np.ndarray]:
         """A member's extra outputs as (N, width) float64, TTA rows averaged."""

@@ -18,6 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from PIL import Image
 
 from cases.services.analysis import (
     IllegalTransition,
@@ -28,10 +29,12 @@ from cases.services.analysis import (
     cases_stuck_in_analysis,
     enqueue_analysis,
 )
-from inference.package import PackageError
+from cases.vocabulary import Assessment
+from inference.package import PackageError, gate_quality_thresholds
 from inference.preprocessing import PreprocessingError, load_image
+from inference.quality import DEFAULT_THRESHOLDS, failed_reasons, quality_checks
 from inference.registry import ensemble_for
-from inference.runtime import ModelError
+from inference.runtime import ImageOutcome, ModelError
 from inference.selectors import active_model_version
 
 logger = logging.getLogger(__name__)
@@ -117,22 +120,59 @@ def case_analyse(*, case_id: int, worker: str = "") -> Any:
     except ModelError as exc:
         return analysis_fail(case_id, f"The model {version} failed on this case: {exc}.")
     per_image_ms = model_ms / len(images)
-    results = [
-        ImageResult(
-            image_id=image.pk,
-            probability=outcome.probability,
-            member_probabilities=outcome.member_probabilities,
-            class_probabilities=outcome.class_probabilities,
-            latency_ms=per_image_ms,
+    thresholds = _gate_thresholds(ensemble)
+    results = []
+    for image, picture, outcome in zip(images, decoded, outcomes, strict=True):
+        gate = gate_assess(picture, outcome, thresholds, ensemble.ood.threshold if ensemble.ood else None)
+        results.append(
+            ImageResult(
+                image_id=image.pk,
+                probability=outcome.probability,
+                member_probabilities=outcome.member_probabilities,
+                class_probabilities=outcome.class_probabilities,
+                latency_ms=per_image_ms,
+                assessment=gate.assessment,
+                reasons=gate.reasons,
+                quality=gate.quality,
+                ood_score=gate.ood_score,
+            )
         )
-        for image, outcome in zip(images, outcomes, strict=True)
-    ]
     try:
         return case_record_analysis(case_id=case_id, model_version=version, results=results)
     except IllegalTransition:
         return None
     except ValidationError as exc:
         return analysis_fail(case_id, f"The analysis could not be stored: {' '.join(exc.messages)}")
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    assessment: str
+    reasons: tuple[str, ...]
+    quality: dict
+    ood_score: float | None
+
+
+def _gate_thresholds(ensemble) -> dict[str, float]:
+    try:
+        return gate_quality_thresholds(ensemble.manifest)
+    except PackageError:  # refused at registration; a package stored before the gate keeps the defaults
+        return dict(DEFAULT_THRESHOLDS)
+
+
+def gate_assess(
+    image: Image.Image, outcome: ImageOutcome, thresholds: dict[str, float], ood_threshold: float | None
+) -> GateOutcome:
+    """The AI safety gate for one image: the quality checks, then the OOD score (when the package has one).
+    Any failure makes the image ``not_assessed`` with machine-readable reasons."""
+    checks = quality_checks(image, thresholds)
+    reasons = failed_reasons(checks)
+    score = outcome.ood_score
+    if ood_threshold is not None and score is not None and score > ood_threshold:
+        reasons.append("not_dermoscopy")
+    quality = {check.name: check.to_dict() for check in checks}
+    assessment = Assessment.NOT_ASSESSED if reasons else Assessment.ASSESSED
+    return GateOutcome(assessment, tuple(reasons), quality, None if score is None else round(float(score), 4))
 
 
 @dataclass
@@ -152,11 +192,11 @@ def _live_workers() -> set[str] | None:
         return None
 
 
-def _lost_before(now: datetime) -> datetime | None:
+def _broker_data_since(now: datetime) -> datetime | None:
     from inference import broker
 
     try:
-        return broker.lost_messages_before(now=now)
+        return broker.data_since(now=now)
     except Exception:  # noqa: BLE001 - broker down: nothing can be published now; the next sweep looks again
         logger.warning("sweeper: the broker cannot be asked about lost messages", exc_info=True)
         return None
@@ -165,14 +205,15 @@ def _lost_before(now: datetime) -> datetime | None:
 def cases_sweep_stuck(*, now: datetime | None = None) -> SweepResult:
     """Re-enqueue analyses whose broker message may have been lost.
 
-    At once (no waiting for the stuck timeout), once a case is older than ``TELEDER_PUBLISH_GRACE_S``:
-    submitted cases never published (``enqueued_at`` empty: the broker was down at submit), submitted cases
-    published before the broker lost its data (see ``inference.broker``), and analysing cases whose claiming
-    worker has no heartbeat any more (killed). After ``TELEDER_STUCK_AFTER_S`` without progress, any submitted
-    or analysing case. A case claimed ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` times without finishing is failed
-    instead, so that an image that kills the worker cannot loop for ever. A second message for a case is
-    harmless: the claim and the per-image results are idempotent, so a case is still analysed into one result
-    set. Reports lost the same way are the reports area's sweep (``cases.reports.tasks.sweep_missing_reports``).
+    At once, without waiting for the stuck timeout: submitted cases never published (``enqueued_at`` empty: the
+    broker was down at submit) once older than ``TELEDER_PUBLISH_GRACE_S``; submitted cases published before the
+    broker's current data began (a restart without persistence: ``inference.broker``); analysing cases whose
+    claiming worker has no heartbeat any more (killed), once claimed longer than the grace. After
+    ``TELEDER_STUCK_AFTER_S`` without progress, any submitted or analysing case. A case claimed
+    ``TELEDER_MAX_ANALYSIS_ATTEMPTS`` times without finishing is failed instead, so that an image that kills the
+    worker cannot loop for ever. A second message for a case is harmless: the claim and the per-image results
+    are idempotent, so a case is still analysed into one result set. Reports lost the same way are the reports
+    area's sweep (``cases.reports.tasks.sweep_missing_reports``).
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.TELEDER_STUCK_AFTER_S)
@@ -180,7 +221,7 @@ def cases_sweep_stuck(*, now: datetime | None = None) -> SweepResult:
     max_attempts = settings.TELEDER_MAX_ANALYSIS_ATTEMPTS
     result = SweepResult()
     stuck = cases_stuck_in_analysis(
-        cutoff=cutoff, grace=grace, lost_before=_lost_before(now), live_workers=_live_workers()
+        cutoff=cutoff, grace=grace, broker_data_since=_broker_data_since(now), live_workers=_live_workers()
     )
     for case_id, analysing, attempts in stuck:
         if analysing and attempts >= max_attempts:

@@ -4,7 +4,8 @@ For each (model version, organization) with predictions in the last ``TELEDER_DR
 compares, feature by feature, that window with a reference: the risk scores with the package's validation
 score histogram when the manifest has one (``metrics.score_histogram``), otherwise, like every other feature,
 with the same version and organization's previous ``TELEDER_DRIFT_BASELINE_DAYS`` days. Features: risk score,
-image width, height and mean brightness, age, age missing, sex and site. A feature whose PSI reaches
+the AI gate's outcome (assessed / not assessed), image width, height and mean brightness, age, age missing, sex
+and site. A feature whose PSI reaches
 ``TELEDER_DRIFT_PSI_ALERT`` with at least ``TELEDER_DRIFT_MIN_SAMPLES`` on both sides raises an alert: stored on
 the snapshot, shown on the drift page and e-mailed to platform administrators (a link only, no patient data).
 """
@@ -58,6 +59,7 @@ def _rows(since: dt.datetime, until: dt.datetime):
             "model_version_id",
             "created_at",
             "probability",
+            "assessment",
             "image__width",
             "image__height",
             "image__file",
@@ -73,7 +75,8 @@ def _rows(since: dt.datetime, until: dt.datetime):
 def _features(predictions: list[Prediction]) -> dict[str, list]:
     cases = [p.image.case for p in predictions]
     return {
-        "risk": [p.probability for p in predictions],
+        "risk": [p.probability for p in predictions if p.probability is not None],
+        "gate": [p.assessment for p in predictions],
         "image_width": [p.image.width for p in predictions],
         "image_height": [p.image.height for p in predictions],
         "age": [c.age_at_submission for c in cases if c.age_at_submission is not None],
@@ -95,7 +98,17 @@ def _compare(
     cur["brightness"] = _brightness_sample([p.image for p in current], limit, seed=2)
     results = []
     histogram = (version.metrics or {}).get("score_histogram")
-    for name in ("risk", "image_width", "image_height", "brightness", "age", "age_missing", "sex", "site"):
+    for name in (
+        "risk",
+        "gate",
+        "image_width",
+        "image_height",
+        "brightness",
+        "age",
+        "age_missing",
+        "sex",
+        "site",
+    ):
         if name == "risk" and histogram:
             psi = drift.histogram_psi(histogram["edges"], histogram["counts"], cur["risk"])
             results.append(
@@ -134,7 +147,8 @@ def drift_check(*, now: dt.datetime | None = None) -> list[DriftSnapshot]:
         if not windows["cur"]:
             continue
         features = _compare(versions[version_id], windows["ref"], windows["cur"])
-        risks = np.array([p.probability for p in windows["cur"]])
+        risks = np.array([p.probability for p in windows["cur"] if p.probability is not None])
+        rejected = sum(1 for p in windows["cur"] if p.assessment == "not_assessed")
         snapshots.append(
             DriftSnapshot.objects.create(
                 model_version_id=version_id,
@@ -143,7 +157,11 @@ def drift_check(*, now: dt.datetime | None = None) -> list[DriftSnapshot]:
                 window_end=end,
                 images=len(windows["cur"]),
                 features=[f.as_dict() for f in features],
-                summary={"mean_risk": float(risks.mean()), "reference_images": len(windows["ref"])},
+                summary={
+                    "mean_risk": float(risks.mean()) if len(risks) else None,
+                    "gate_rejected": rejected,
+                    "reference_images": len(windows["ref"]),
+                },
                 alerts=_alerts(features),
             )
         )

@@ -55,7 +55,7 @@ class PlatformCollector:
         return []
 
     def collect(self):
-        from cases.models import Case
+        from cases.models import Case, Prediction
         from learning.models import DriftSnapshot
 
         lengths = _queue_lengths()
@@ -98,6 +98,21 @@ class PlatformCollector:
         )
         histogram.add_metric([], buckets, total)
         yield histogram
+
+        rejected = GaugeMetricFamily(
+            "teleder_gate_rejections",
+            "Images the AI safety gate could not assess in the last 24 hours, by reason",
+            labels=["reason"],
+        )
+        counts: dict[str, int] = {}
+        for reasons in Prediction.objects.filter(
+            created_at__gte=since, assessment="not_assessed"
+        ).values_list("reasons", flat=True):
+            for reason in reasons or ["unspecified"]:
+                counts[reason] = counts.get(reason, 0) + 1
+        for reason, n in sorted(counts.items()):
+            rejected.add_metric([reason], n)
+        yield rejected
 
         latest = {}
         for snapshot in DriftSnapshot.objects.order_by("model_version_id", "organization_id", "-created_at"):

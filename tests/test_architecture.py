@@ -30,6 +30,7 @@ INFERENCE_MAY_IMPORT_FROM_CASES = (
     "cases.vocabulary",
     "cases.permissions",
     "cases.views.common",
+    "cases.api.base",
     "cases.api.views",
     "cases.api.permissions",
     "cases.api.urls",
@@ -40,6 +41,11 @@ MAX_LINES = 600
 LONG_FILE_EXCEPTIONS = {
     "training/fit.py": "split into config/batches/callbacks/run by issue #16",
     "training/evaluate.py": "split into metrics, evaluate and model card by issue #16",
+    # Grown past the limit by #16 (calibration), #20 (AI gate) and #22 (int8) in this release, while their
+    # owners still work on them: split once their branches are final.
+    "inference/runtime.py": "ensemble / member sessions / outputs, after #16 #20 #22 land",
+    "inference/package.py": "manifest / files / gate settings, after #16 #20 #22 land",
+    "benchmarks/inference.py": "raw / end-to-end / Keras baseline, after #20 #22 land",
 }
 
 
@@ -234,6 +240,17 @@ def test_the_clinical_and_model_vocabularies_agree():
 
     assert tuple(s for s in Site.values if s != Site.UNKNOWN) == SITES
     assert tuple(s for s in Sex.values if s != Sex.UNKNOWN) == SEXES
+
+
+def test_the_clinic_explains_the_ai_gate_in_the_workers_words():
+    """Why an image was not assessed: the clinic's sentences (cases) are the gate's (inference.quality)."""
+    from cases import vocabulary
+    from inference import quality
+
+    assert vocabulary.NOT_ASSESSED_REASONS == quality.REASONS
+    assert vocabulary.RESUBMIT_HINT == quality.RESUBMIT_HINT
+    for reasons in ([], ["blurred"], ["too_dark", "not_dermoscopy"]):
+        assert vocabulary.explain_not_assessed(reasons) == quality.explain(reasons)
 
 
 # What a process loads ----------------------------------------------------------------------------------

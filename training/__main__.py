@@ -471,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
         "with >= 30 malignant validation images (refused by default; the model card records it)",
     )
     _quantize_parser(sub)
+    from training.gate import add_parsers as add_gate_parsers
+
+    add_gate_parsers(sub)  # gate, evaluate-gate, make-ood (the AI safety gate)
     p = sub.add_parser("register", help="register a package with the inference registry (as a candidate)")
     p.add_argument("path", help="package folder or .zip")
     p.add_argument("--activate", action="store_true", help="also make it the active model")
@@ -533,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
         "quantize": _cmd_quantize,
         "register": _cmd_register,
     }
+    from training.gate import run_command as gate_command
+
+    handlers.update(dict.fromkeys(("gate", "evaluate-gate", "make-ood"), gate_command))
     from inference.package import PackageError
     from inference.preprocessing import PreprocessingError
     from training.backbones import WeightsError

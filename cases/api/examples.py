@@ -51,11 +51,34 @@ _CASE = {
     "priority": "routine",
     "risk": 0.81,
     "risk_band": "high",
+    "ai_assessment": "assessed",
     "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
     "image_count": 1,
     "report": {"id": None, "url": None, "state": "not_reviewed"},
     "created_at": "2026-11-26T09:12:03Z",
     "updated_at": "2026-11-26T09:12:09Z",
+}
+_QUALITY = {
+    "blur": {"value": 41.2, "threshold": 4.5, "passed": True},
+    "brightness": {"value": 171.0, "threshold": 60.0, "passed": True},
+    "clipped": {"value": 0.0, "threshold": 0.45, "passed": True},
+    "min_side": {"value": 768.0, "threshold": 96.0, "passed": True},
+    "aspect": {"value": 1.33, "threshold": 3.0, "passed": True},
+}
+_ASSESSED = {
+    "status": "assessed",
+    "reasons": [],
+    "explanation": "",
+    "quality": _QUALITY,
+    "ood_score": 0.71,
+}
+_NOT_ASSESSED = {
+    "status": "not_assessed",
+    "reasons": ["too_dark"],
+    "explanation": "The image is too dark: most of the lesion is in shadow. Please take a new, sharp, well-lit "
+    "dermoscopic image of the lesion and add it to the case.",
+    "quality": {**_QUALITY, "brightness": {"value": 38.0, "threshold": 60.0, "passed": False}},
+    "ood_score": 1.9,
 }
 _CASE_DETAIL = {
     **_CASE,
@@ -80,6 +103,7 @@ _CASE_DETAIL = {
                     "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
                     "probability": 0.81,
                     "risk_band": "high",
+                    "assessment": _ASSESSED,
                     "member_probabilities": {"lite0": 0.77, "lite1": 0.84, "lite2": 0.82},
                     "class_probabilities": {},
                     "created_at": "2026-11-26T09:12:09Z",
@@ -90,10 +114,51 @@ _CASE_DETAIL = {
     "reviews": [],
     "reports": [],
 }
-CASE_DETAIL = OpenApiExample("case awaiting review", value=_CASE_DETAIL, response_only=True)
-CASE_LIST = OpenApiExample(
-    "one page", value={"count": 1, "next": None, "previous": None, "results": [_CASE]}, response_only=True
-)
+_NOT_ASSESSED_IMAGE = {
+    **_CASE_DETAIL["images"][0],
+    "id": 102,
+    "position": 1,
+    "predictions": [
+        {
+            **_CASE_DETAIL["images"][0]["predictions"][0],
+            "probability": None,
+            "risk_band": "",
+            "assessment": _NOT_ASSESSED,
+            "member_probabilities": {},
+        }
+    ],
+}
+CASE_DETAIL = [
+    OpenApiExample("case awaiting review", value=_CASE_DETAIL, response_only=True),
+    OpenApiExample(
+        "partly assessed (one image too dark)",
+        value={
+            **_CASE_DETAIL,
+            "ai_assessment": "partial",
+            "image_count": 2,
+            "images": [_CASE_DETAIL["images"][0], _NOT_ASSESSED_IMAGE],
+        },
+        response_only=True,
+    ),
+    OpenApiExample(
+        "AI could not assess (no risk, still in the review queue)",
+        value={
+            **_CASE_DETAIL,
+            "risk": None,
+            "risk_band": "",
+            "ai_assessment": "not_assessed",
+            "images": [{**_NOT_ASSESSED_IMAGE, "id": 101, "position": 0}],
+        },
+        response_only=True,
+    ),
+]
+CASE_LIST = [
+    OpenApiExample(
+        "one page",
+        value={"count": 1, "next": None, "previous": None, "results": [_CASE]},
+        response_only=True,
+    )
+]
 CASE_SUBMITTED = OpenApiExample(
     "submitted",
     value={
@@ -118,6 +183,7 @@ CASE_STATUS = OpenApiExample(
         "failure_reason": "",
         "done": False,
         "report": {"id": None, "url": None, "state": "not_reviewed"},
+        "analysis_delayed": False,
         "updated_at": "2026-11-26T09:12:09Z",
     },
     response_only=True,
@@ -136,6 +202,7 @@ CASE_STATUS_REPORTED = OpenApiExample(
             "url": "https://teleder.example.org/api/v1/reports/7d0c3c1e-1f0b-4a53-9d1e-2f5b8f7a6c21/download/",
             "state": "available",
         },
+        "analysis_delayed": False,
         "updated_at": "2026-11-26T10:02:41Z",
     },
     response_only=True,

@@ -1,12 +1,30 @@
-"""Request and response shapes of API v1. Serializers check shape only; business rules live in
-``cases.services`` and visibility in ``cases.selectors``."""
+"""Response shapes of API v1 (request shapes: ``cases/api/requests.py``, re-exported below). Serializers check
+shape only; business rules live in ``cases.services`` and visibility in ``cases.selectors``."""
 
-from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from cases import refusals
+from cases.api.requests import MAX_ID as MAX_ID
+from cases.api.requests import QUEUE_STATUSES as QUEUE_STATUSES
+
+# Request shapes (cases/api/requests.py), named here too: views use one module for every shape.
+from cases.api.requests import CaseCreateSerializer as CaseCreateSerializer
+from cases.api.requests import CaseFilterSerializer as CaseFilterSerializer
+from cases.api.requests import CorrectionCreateSerializer as CorrectionCreateSerializer
+from cases.api.requests import ImageRequestCreateSerializer as ImageRequestCreateSerializer
+from cases.api.requests import ImagesAddSerializer as ImagesAddSerializer
+from cases.api.requests import LesionCreateSerializer as LesionCreateSerializer
+from cases.api.requests import LesionFilterSerializer as LesionFilterSerializer
+from cases.api.requests import LoginSerializer as LoginSerializer
+from cases.api.requests import LogoutSerializer as LogoutSerializer
+from cases.api.requests import PatientCreateSerializer as PatientCreateSerializer
+from cases.api.requests import PatientFilterSerializer as PatientFilterSerializer
+from cases.api.requests import QueueFilterSerializer as QueueFilterSerializer
+from cases.api.requests import RefreshSerializer as RefreshSerializer
+from cases.api.requests import ReportVerifySerializer as ReportVerifySerializer
+from cases.api.requests import ReviewCreateSerializer as ReviewCreateSerializer
+from cases.api.requests import TurnaroundFilterSerializer as TurnaroundFilterSerializer
 from cases.models import (
     Case,
     CaseStatus,
@@ -20,9 +38,16 @@ from cases.models import (
     Report,
     Review,
 )
-from cases.vocabulary import Diagnosis, Management, Priority, RiskBand, Role, Sex, Site
-
-MAX_ID = 10**18 - 1  # ids fit a signed 64-bit integer on every database (and the URL converter)
+from cases.vocabulary import (
+    NOT_ASSESSED_REASONS,
+    Assessment,
+    CaseAssessment,
+    Priority,
+    RiskBand,
+    Role,
+    Sex,
+    Site,
+)
 
 # Errors ------------------------------------------------------------------------------------------------
 
@@ -43,31 +68,6 @@ class ErrorSerializer(serializers.Serializer):
 
 
 # Authentication and users --------------------------------------------------------------------------------
-
-
-class LoginSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
-    password = serializers.CharField(max_length=128, write_only=True, style={"input_type": "password"})
-
-
-class RefreshSerializer(serializers.Serializer):
-    refresh = serializers.CharField(
-        max_length=2000, help_text="The refresh token from login or the last refresh."
-    )
-
-
-class LogoutSerializer(serializers.Serializer):
-    refresh = serializers.CharField(
-        max_length=2000, required=False, default="", help_text="The session (refresh token) to end."
-    )
-    all_devices = serializers.BooleanField(
-        required=False, default=False, help_text="End every session of this user instead."
-    )
-
-    def validate(self, attrs: dict) -> dict:
-        if not attrs["refresh"] and not attrs["all_devices"]:
-            raise serializers.ValidationError({"refresh": ["Give the refresh token, or all_devices=true."]})
-        return attrs
 
 
 class LogoutResultSerializer(serializers.Serializer):
@@ -116,24 +116,6 @@ class PatientSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class PatientCreateSerializer(serializers.Serializer):
-    organization = serializers.IntegerField(
-        required=False,
-        min_value=1,
-        max_value=MAX_ID,
-        help_text="Required only for users of several organizations.",
-    )
-    reference = serializers.CharField(
-        max_length=64, help_text="Pseudonymous reference, unique in the organization (never a name)."
-    )
-    sex = serializers.ChoiceField(choices=Sex.choices, default=Sex.UNKNOWN)
-    year_of_birth = serializers.IntegerField(required=False, allow_null=True, min_value=1880, max_value=2200)
-
-
-class PatientFilterSerializer(serializers.Serializer):
-    search = serializers.CharField(required=False, max_length=64, help_text="Part of the patient reference.")
-
-
 class LesionSerializer(serializers.ModelSerializer):
     patient = serializers.IntegerField(source="patient_id", read_only=True)
 
@@ -141,16 +123,6 @@ class LesionSerializer(serializers.ModelSerializer):
         model = Lesion
         fields = ["id", "patient", "site", "label", "created_at"]
         read_only_fields = fields
-
-
-class LesionCreateSerializer(serializers.Serializer):
-    patient = serializers.IntegerField(min_value=1, max_value=MAX_ID)
-    site = serializers.ChoiceField(choices=Site.choices, default=Site.UNKNOWN)
-    label = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
-
-
-class LesionFilterSerializer(serializers.Serializer):
-    patient = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
 
 
 # Model versions ------------------------------------------------------------------------------------------
@@ -166,9 +138,47 @@ class ModelVersionBriefSerializer(serializers.Serializer):
 # Cases ---------------------------------------------------------------------------------------------------
 
 
+class QualityCheckSerializer(serializers.Serializer):
+    value = serializers.FloatField(help_text="What the check measured on the image.")
+    threshold = serializers.FloatField(help_text="The model package's threshold for this check.")
+    passed = serializers.BooleanField()
+
+
+class AssessmentSerializer(serializers.Serializer):
+    """The AI safety gate's outcome for one image."""
+
+    status = serializers.ChoiceField(
+        source="assessment",
+        choices=Assessment.choices,
+        help_text="`assessed`: the probability counts towards the case risk. `not_assessed`: the AI could not "
+        "assess the image (see `reasons`); it has no probability and no risk band.",
+    )
+    reasons = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(NOT_ASSESSED_REASONS)),
+        help_text="Why the image was not assessed: "
+        + "; ".join(f"`{k}`: {v}" for k, v in NOT_ASSESSED_REASONS.items()),
+    )
+    explanation = serializers.CharField(help_text="A plain sentence for people (empty when assessed).")
+    quality = serializers.DictField(
+        child=QualityCheckSerializer(),
+        help_text="Quality check name (`blur`, `brightness`, `clipped`, `min_side`, `aspect`) -> measure.",
+    )
+    ood_score = serializers.FloatField(
+        allow_null=True,
+        help_text="Out-of-distribution score of the image (higher: less like dermoscopy); null when the model "
+        "package has no OOD gate.",
+    )
+
+
 class PredictionSerializer(serializers.ModelSerializer):
     model_version = ModelVersionBriefSerializer()
-    risk_band = serializers.ChoiceField(choices=RiskBand.choices)
+    probability = serializers.FloatField(
+        allow_null=True, help_text="Ensemble probability of malignancy; null when the image was not assessed."
+    )
+    risk_band = serializers.ChoiceField(
+        choices=[*RiskBand.choices, ("", "Not assessed")], help_text="Empty when the image was not assessed."
+    )
+    assessment = AssessmentSerializer(source="*", help_text="The AI safety gate's outcome for this image.")
     member_probabilities = serializers.DictField(
         child=serializers.FloatField(), help_text="Ensemble member name -> probability of malignancy."
     )
@@ -185,6 +195,7 @@ class PredictionSerializer(serializers.ModelSerializer):
             "model_version",
             "probability",
             "risk_band",
+            "assessment",
             "member_probabilities",
             "class_probabilities",
             "created_at",
@@ -245,13 +256,6 @@ class ImageRequestSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ImageRequestCreateSerializer(serializers.Serializer):
-    reason = serializers.ChoiceField(choices=ImageRequestReason.choices)
-    note = serializers.CharField(
-        max_length=2000, required=False, default="", allow_blank=True, help_text="Required for `other`."
-    )
-
-
 class TurnaroundSerializer(serializers.Serializer):
     organization_id = serializers.IntegerField()
     organization = serializers.CharField()
@@ -263,10 +267,6 @@ class TurnaroundSerializer(serializers.Serializer):
 class TurnaroundResponseSerializer(serializers.Serializer):
     days = serializers.IntegerField()
     results = TurnaroundSerializer(many=True)
-
-
-class TurnaroundFilterSerializer(serializers.Serializer):
-    days = serializers.IntegerField(required=False, default=7, min_value=1, max_value=366)
 
 
 class ReportSerializer(serializers.ModelSerializer):
@@ -360,6 +360,11 @@ class CaseListSerializer(serializers.ModelSerializer):
     image_count = serializers.SerializerMethodField()
     model_version = ModelVersionBriefSerializer(allow_null=True)
     report = CaseReportField()
+    ai_assessment = serializers.ChoiceField(
+        choices=[*CaseAssessment.choices, ("", "Not analysed")],
+        help_text="AI safety gate: `assessed` (every image), `partial` (the risk comes only from the assessed "
+        "images), `not_assessed` (no image could be assessed: no risk, no band; the case still awaits review).",
+    )
 
     class Meta:
         model = Case
@@ -373,6 +378,7 @@ class CaseListSerializer(serializers.ModelSerializer):
             "priority",
             "risk",
             "risk_band",
+            "ai_assessment",
             "model_version",
             "image_count",
             "report",
@@ -396,10 +402,26 @@ class CaseStatusSerializer(serializers.ModelSerializer):
         "is still being made then."
     )
     report = CaseReportField()
+    analysis_delayed = serializers.BooleanField(
+        read_only=True,
+        help_text="True while the case is stored but not yet queued for analysis because the analysis queue is "
+        'unavailable ("AI result delayed"); it is queued automatically within 30 s of the queue\'s return.',
+    )
 
     class Meta:
         model = Case
-        fields = ["id", "status", "risk", "risk_band", "failure_reason", "done", "report", "updated_at"]
+        fields = [
+            "id",
+            "status",
+            "risk",
+            "risk_band",
+            "ai_assessment",
+            "failure_reason",
+            "done",
+            "report",
+            "analysis_delayed",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     def get_done(self, obj: Case) -> bool:
@@ -438,131 +460,6 @@ class CaseDetailSerializer(CaseListSerializer):
             "reports",
         ]
         read_only_fields = fields
-
-
-class CaseCreateSerializer(serializers.Serializer):
-    lesion = serializers.IntegerField(
-        min_value=1, max_value=MAX_ID, help_text="The lesion this case documents."
-    )
-    clinical_notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
-    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.ROUTINE)
-    draft = serializers.BooleanField(
-        required=False,
-        default=False,
-        help_text="Create a draft: images optional, nothing analysed until `POST /cases/{id}/submit/`.",
-    )
-    images = serializers.ListField(
-        child=serializers.FileField(allow_empty_file=True, use_url=False),
-        required=False,
-        default=list,
-        max_length=settings.TELEDER_MAX_IMAGES_PER_CASE,
-        error_messages={
-            "max_length": refusals.TOO_MANY_IMAGES.format(limit=settings.TELEDER_MAX_IMAGES_PER_CASE),
-        },
-        help_text="1-10 JPEG or PNG files (repeat the `images` part); optional for a draft. Re-encoded on "
-        "upload; EXIF is removed.",
-    )
-
-    def validate(self, attrs: dict) -> dict:
-        if not attrs.get("draft") and not attrs.get("images"):
-            raise serializers.ValidationError({"images": ["Add at least one image (or create a draft)."]})
-        return attrs
-
-
-class ImagesAddSerializer(serializers.Serializer):
-    images = serializers.ListField(
-        child=serializers.FileField(allow_empty_file=True, use_url=False),
-        min_length=1,
-        max_length=settings.TELEDER_MAX_IMAGES_PER_CASE,
-        error_messages={
-            "max_length": refusals.TOO_MANY_IMAGES.format(limit=settings.TELEDER_MAX_IMAGES_PER_CASE),
-            "min_length": "Add at least one image.",
-        },
-        help_text="JPEG or PNG files; the case holds at most 10 in all. Only for drafts and cases returned "
-        "for better images.",
-    )
-
-
-class CaseFilterSerializer(serializers.Serializer):
-    ORDERINGS = ["created_at", "-created_at", "updated_at", "-updated_at", "risk", "-risk"]
-
-    status = serializers.ChoiceField(choices=CaseStatus.choices, required=False)
-    risk_band = serializers.ChoiceField(choices=RiskBand.choices, required=False)
-    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
-    organization = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-    patient = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-    lesion = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-    created_after = serializers.DateTimeField(required=False, help_text="ISO 8601, inclusive.")
-    created_before = serializers.DateTimeField(required=False, help_text="ISO 8601, exclusive.")
-    ordering = serializers.ChoiceField(
-        choices=ORDERINGS, required=False, default="-created_at", help_text="`-` for descending."
-    )
-
-
-QUEUE_STATUSES = [
-    (CaseStatus.AWAITING_REVIEW.value, CaseStatus.AWAITING_REVIEW.label),
-    (CaseStatus.ANALYSING.value, CaseStatus.ANALYSING.label),
-    (CaseStatus.REVIEWED.value, CaseStatus.REVIEWED.label),
-]
-
-
-class QueueFilterSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(
-        choices=QUEUE_STATUSES,
-        required=False,
-        help_text="Default: awaiting_review.",
-    )
-    risk_band = serializers.ChoiceField(choices=RiskBand.choices, required=False)
-    priority = serializers.ChoiceField(choices=Priority.choices, required=False)
-    organization = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
-    created_after = serializers.DateTimeField(required=False)
-    created_before = serializers.DateTimeField(required=False)
-
-
-class ReviewCreateSerializer(serializers.Serializer):
-    diagnosis = serializers.ChoiceField(choices=Diagnosis.choices)
-    malignant = serializers.BooleanField(
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Derived from the diagnosis when left out (mel, bcc, akiec: malignant; nv, bkl, df, vasc: "
-        "benign); required for `other`. A value that contradicts a malignant diagnosis is refused.",
-    )
-    management = serializers.ChoiceField(choices=Management.choices)
-    follow_up_months = serializers.IntegerField(
-        required=False,
-        allow_null=True,
-        min_value=1,
-        max_value=60,
-        help_text="Required for follow_up, refused with any other management.",
-    )
-    notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
-    justification = serializers.CharField(
-        max_length=2000,
-        required=False,
-        default="",
-        allow_blank=True,
-        help_text="Required for unusual combinations (a benign diagnosis called malignant, a malignant lesion "
-        "only followed up, an urgent referral of a benign lesion); recorded and printed.",
-    )
-    agrees_with_ai = serializers.BooleanField(
-        required=False,
-        allow_null=True,
-        default=None,
-        help_text="Derived from the AI flag and `malignant`; leave it out. A value that contradicts it is "
-        "refused (400).",
-    )
-
-
-class CorrectionCreateSerializer(ReviewCreateSerializer):
-    reason = serializers.CharField(
-        max_length=2000,
-        help_text="Why the report is corrected (at least 10 characters); printed in the addendum.",
-    )
-
-
-class ReportVerifySerializer(serializers.Serializer):
-    file = serializers.FileField(allow_empty_file=True, use_url=False, help_text="The report PDF to check.")
 
 
 class VerificationSerializer(serializers.Serializer):

@@ -2,18 +2,13 @@
 
 import string
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.authentication import SessionAuthentication
-from rest_framework.generics import GenericAPIView
-from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,93 +16,17 @@ from rest_framework.response import Response
 from cases import permissions, refusals, selectors, services
 from cases.api import examples as ex
 from cases.api import serializers as s
-from cases.api.authentication import SessionJWTAuthentication, token_login, token_logout, token_refresh
+from cases.api.authentication import token_login, token_logout, token_refresh
+from cases.api.base import ApiView, _check_file_sizes, _check_upload_size, _not_found
 from cases.api.errors import PayloadTooLarge
 from cases.api.permissions import IsReviewer
-from cases.api.schema import ApiAutoSchema
+from cases.api.schema import STORAGE_UNAVAILABLE
 from cases.api.throttling import ApiUserThrottle, LoginThrottle, UploadThrottle
 from cases.audit import AuditAction, audit_record
 from cases.models import CaseStatus, Organization, User
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + "-_.:")
-
-
-class Pagination(PageNumberPagination):
-    """``page`` (1, 2, ...) and ``page_size`` (1-100, default 25). A value that is not one of these is a 400
-    naming the parameter, never silently replaced; a page past the last one is a 404."""
-
-    page_size = 25
-    page_size_query_param = "page_size"
-    max_page_size = 100
-
-    def _positive(self, request: Request, name: str, maximum: int | None = None) -> int | None:
-        raw = request.query_params.get(name)
-        if raw is None:
-            return None
-        try:
-            value = int(raw)
-        except ValueError:
-            value = 0
-        if value < 1 or (maximum is not None and value > maximum):
-            upper = f" from 1 to {maximum}" if maximum else " of 1 or more"
-            raise s.serializers.ValidationError({name: [f"Give a whole number{upper}."]})
-        return value
-
-    def get_page_size(self, request: Request) -> int:
-        return self._positive(request, self.page_size_query_param, self.max_page_size) or self.page_size
-
-    def paginate_queryset(self, queryset, request, view=None):
-        self._positive(request, self.page_query_param)
-        return super().paginate_queryset(queryset, request, view)
-
-    def get_schema_operation_parameters(self, view) -> list:
-        parameters = super().get_schema_operation_parameters(view)
-        for parameter in parameters:
-            parameter["schema"]["minimum"] = 1
-            if parameter["name"] == self.page_size_query_param:
-                parameter["schema"]["maximum"] = self.max_page_size
-                parameter["description"] = "Results per page, 1-100 (default 25); anything else is a 400."
-            else:
-                parameter["description"] = (
-                    "Page number from 1; 0 or a non-number is a 400, past the last a 404."
-                )
-        return parameters
-
-
-class ApiView(GenericAPIView):
-    """Base of every v1 endpoint: bearer token (or the browser session, for Swagger UI), per-user throttle."""
-
-    authentication_classes = [SessionJWTAuthentication, SessionAuthentication]
-    permission_classes = [IsAuthenticated]
-    throttle_classes = [ApiUserThrottle]
-    parser_classes = [JSONParser]
-    pagination_class = Pagination
-    metadata_class = None  # OPTIONS answers 405: the OpenAPI schema describes every endpoint
-    schema = ApiAutoSchema()
-
-    def query(self, serializer_class: type) -> dict:
-        """Validated query parameters (400 in the error format for bad ones)."""
-        params = serializer_class(data=self.request.query_params)
-        params.is_valid(raise_exception=True)
-        return params.validated_data
-
-    def body(self, serializer_class: type) -> dict:
-        data = serializer_class(data=self.request.data)
-        data.is_valid(raise_exception=True)
-        return data.validated_data
-
-    def page(self, queryset: QuerySet, serializer_class: type) -> Response:
-        items = self.paginate_queryset(queryset)
-        return self.get_paginated_response(
-            serializer_class(items, many=True, context={"request": self.request}).data
-        )
-
-
-def _not_found(field: str, message: str) -> Http404:
-    exc = Http404(message)
-    exc.field = field
-    return exc
 
 
 def _me(user: User) -> dict:
@@ -121,27 +40,6 @@ def _me(user: User) -> dict:
         "can_submit_cases": user.role in permissions.SUBMITTERS,
         "can_review_cases": user.role in permissions.REVIEWERS,
     }
-
-
-def _check_upload_size(request: Request) -> None:
-    """413 before and after parsing: the whole body, then each file and their sum."""
-    limit = settings.TELEDER_MAX_CASE_BYTES
-    try:
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        length = 0
-    if length > limit + 1024 * 1024:  # room for the multipart framing and the text fields
-        raise PayloadTooLarge(refusals.REQUEST_TOO_LARGE.format(limit=refusals.megabytes(limit)))
-
-
-def _check_file_sizes(files: list) -> None:
-    per_file = settings.TELEDER_MAX_IMAGE_BYTES
-    for upload in files:
-        if upload.size > per_file:
-            name = "".join(ch for ch in str(upload.name)[-80:] if ch.isprintable())
-            raise PayloadTooLarge(f"{refusals.image_too_large(per_file)} ({name})")
-    if sum(upload.size for upload in files) > settings.TELEDER_MAX_CASE_BYTES:
-        raise PayloadTooLarge(refusals.CASE_TOO_LARGE)
 
 
 # Authentication -----------------------------------------------------------------------------------------
@@ -171,11 +69,29 @@ class _TokenEndpoint(ApiView):
 
 
 class LoginView(_TokenEndpoint):
+    error_responses = {
+        "POST": {
+            "401": ("Wrong username or password.", [("invalid_credentials", "Wrong username or password.")]),
+            "429": (
+                "Too many login attempts from this address (`throttled`), or this username is locked from this "
+                "network address after repeated failures (`locked_out`); retry after `Retry-After` seconds.",
+                [
+                    ("throttled", "Request was throttled. Expected available in 12 seconds."),
+                    (
+                        "locked_out",
+                        refusals.LOCKED_USERNAME_AT_ADDRESS.format(minutes=15),
+                    ),
+                ],
+            ),
+        }
+    }
+
     @extend_schema(
         tags=["auth"],
         summary="Log in and start a session",
-        description="Returns a short-lived access token and a refresh token. Repeated failures lock the "
-        "account for a while (429 `locked_out`).",
+        description="Returns a short-lived access token and a refresh token. Wrong credentials are 401 "
+        "`invalid_credentials`. 5 failures pause this username from this network address for 15 minutes (429 "
+        "`locked_out`); colleagues on the same address are not affected.",
         request=s.LoginSerializer,
         responses={200: s.TokenPairSerializer},
         examples=[ex.LOGIN, ex.TOKENS],
@@ -188,6 +104,15 @@ class LoginView(_TokenEndpoint):
 
 
 class RefreshView(_TokenEndpoint):
+    error_responses = {
+        "POST": {
+            "401": (
+                "The refresh token is invalid, expired, revoked or was used before.",
+                [("token_not_valid", "The refresh token is invalid, expired or revoked.")],
+            )
+        }
+    }
+
     @extend_schema(
         tags=["auth"],
         summary="Exchange the refresh token for a new pair",
@@ -220,7 +145,13 @@ class LogoutView(ApiView):
 
 class MeView(ApiView):
     @extend_schema(
-        tags=["auth"], summary="The signed-in user, role and organizations", responses=s.MeSerializer
+        tags=["auth"],
+        summary="The signed-in user, role and organizations",
+        description=(
+            "Who the bearer token belongs to: role, organizations and what the role may do (`can_submit_cases`, "
+            "`can_review_cases`)."
+        ),
+        responses=s.MeSerializer,
     )
     def get(self, request: Request) -> Response:
         return Response(s.MeSerializer(_me(request.user)).data)
@@ -233,6 +164,10 @@ class OrganizationListView(ApiView):
     @extend_schema(
         tags=["organizations"],
         summary="Organizations the user works for",
+        description=(
+            "The organizations of the signed-in user (clinicians have one; dermatologists may serve several). "
+            "Paginated."
+        ),
         responses=s.OrganizationSerializer(many=True),
     )
     def get(self, request: Request) -> Response:
@@ -245,6 +180,10 @@ class PatientListView(ApiView):
     @extend_schema(
         tags=["patients"],
         summary="Patients of the user's organizations",
+        description=(
+            "Pseudonymous patients of the user's organizations, by reference; `search` matches any part of the "
+            "reference (case-insensitive). Paginated."
+        ),
         parameters=[s.PatientFilterSerializer],
         responses=s.PatientSerializer(many=True),
     )
@@ -256,6 +195,11 @@ class PatientListView(ApiView):
     @extend_schema(
         tags=["patients"],
         summary="Add a patient (pseudonymous reference, never a name)",
+        description=(
+            "`reference` is unique per organization (case-insensitive); a duplicate is a 400 on `reference`. "
+            "`year_of_birth` is optional: a year from 120 years ago to the current year (a future year, or an age over "
+            "120, is a 400 on `year_of_birth`). Users of several organizations must give `organization`."
+        ),
         request=s.PatientCreateSerializer,
         responses={201: s.PatientSerializer},
         examples=[ex.PATIENT_CREATE],
@@ -279,7 +223,12 @@ class PatientListView(ApiView):
 
 
 class PatientDetailView(ApiView):
-    @extend_schema(tags=["patients"], summary="One patient", responses=s.PatientSerializer)
+    @extend_schema(
+        tags=["patients"],
+        summary="One patient",
+        description="A patient of one of the user's organizations; another organization's is a 404.",
+        responses=s.PatientSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(s.PatientSerializer(selectors.patient_get(request.user, pk)).data)
 
@@ -288,6 +237,9 @@ class LesionListView(ApiView):
     @extend_schema(
         tags=["lesions"],
         summary="Lesions of visible patients",
+        description=(
+            "Lesions of the patients of the user's organizations, ordered by patient; filter by `patient`. Paginated."
+        ),
         parameters=[s.LesionFilterSerializer],
         responses=s.LesionSerializer(many=True),
     )
@@ -301,6 +253,10 @@ class LesionListView(ApiView):
     @extend_schema(
         tags=["lesions"],
         summary="Add a lesion to a patient",
+        description=(
+            "Clinicians and administrators of the patient's organization. `site` is an ISIC anatomical site; `label` a "
+            'free description (e.g. "left scapula"). A patient of another organization is a 404 on the field `patient`.'
+        ),
         request=s.LesionCreateSerializer,
         responses={201: s.LesionSerializer},
         examples=[ex.LESION_CREATE],
@@ -318,7 +274,12 @@ class LesionListView(ApiView):
 
 
 class LesionDetailView(ApiView):
-    @extend_schema(tags=["lesions"], summary="One lesion", responses=s.LesionSerializer)
+    @extend_schema(
+        tags=["lesions"],
+        summary="One lesion",
+        description="A lesion of a visible patient; another organization's is a 404.",
+        responses=s.LesionSerializer,
+    )
     def get(self, request: Request, pk: int) -> Response:
         return Response(s.LesionSerializer(selectors.lesion_get(request.user, pk)).data)
 
@@ -340,6 +301,7 @@ _IDEMPOTENCY_PARAMETER = OpenApiParameter(
 
 class CaseListView(ApiView):
     parser_classes = [MultiPartParser, FormParser]
+    error_responses = {"POST": STORAGE_UNAVAILABLE}
 
     def get_throttles(self) -> list:
         throttles = super().get_throttles()
@@ -352,7 +314,7 @@ class CaseListView(ApiView):
         "order by creation, update or risk.",
         parameters=[s.CaseFilterSerializer],
         responses=s.CaseListSerializer(many=True),
-        examples=[ex.CASE_LIST],
+        examples=ex.CASE_LIST,
     )
     def get(self, request: Request) -> Response:
         params = self.query(s.CaseFilterSerializer)
@@ -409,8 +371,14 @@ class CaseDetailView(ApiView):
     @extend_schema(
         tags=["cases"],
         summary="A case with its images, AI results per image and member, reviews and reports",
+        description=(
+            "The full case: patient and lesion at submission, every image with the predictions of each model "
+            "version (newest first) and each ensemble member, the reviews (a correction supersedes the one "
+            "before) and the signed reports, plus `report`, the newest report's state. Viewing is recorded in the"
+            " audit trail."
+        ),
         responses=s.CaseDetailSerializer,
-        examples=[ex.CASE_DETAIL],
+        examples=ex.CASE_DETAIL,
     )
     def get(self, request: Request, pk: int) -> Response:
         case = selectors.case_detail(request.user, pk)
@@ -435,6 +403,8 @@ class CaseStatusView(ApiView):
 
 class CaseImagesView(ApiView):
     parser_classes = [MultiPartParser, FormParser]
+    pagination_class = None  # answers the added images as a plain list
+    error_responses = {"POST": STORAGE_UNAVAILABLE}
     throttle_classes = [ApiUserThrottle, UploadThrottle]
 
     @extend_schema(
@@ -493,11 +463,15 @@ class QueueView(ApiView):
     @extend_schema(
         tags=["review"],
         summary="The dermatologist's review queue: urgent first, then AI risk, then waiting time",
-        description="The same order as the web queue: priority (urgent first), then AI risk (a case the AI "
-        "could not assess counts as the highest), then the longest waiting since submission.",
+        description=(
+            "Dermatologists only (403 for other roles). Cases of the organizations they serve, awaiting review by"
+            " default (`status` also takes `reviewed` or `reported`), in the web queue's order: priority (urgent "
+            "first), then AI risk (a case the AI could not assess counts as the highest), then the longest "
+            "waiting since submission; filter by organization, risk band, priority and creation time. Paginated."
+        ),
         parameters=[s.QueueFilterSerializer],
         responses=s.CaseListSerializer(many=True),
-        examples=[ex.CASE_LIST],
+        examples=ex.CASE_LIST,
     )
     def get(self, request: Request) -> Response:
         params = self.query(s.QueueFilterSerializer)
@@ -518,7 +492,15 @@ class QueueView(ApiView):
 
 
 class ReportDetailView(ApiView):
-    @extend_schema(tags=["reports"], summary="A signed report's details", responses=s.ReportSerializer)
+    @extend_schema(
+        tags=["reports"],
+        summary="A signed report's details",
+        description=(
+            "The report's signer, signing time, SHA-256 of the PDF, whether it is an addendum (and which report it "
+            "supersedes) and its download URL."
+        ),
+        responses=s.ReportSerializer,
+    )
     def get(self, request: Request, uid: str) -> Response:
         report = selectors.report_get(request.user, uid)
         return Response(s.ReportSerializer(report, context={"request": request}).data)
@@ -528,6 +510,10 @@ class ReportDownloadView(ApiView):
     @extend_schema(
         tags=["reports"],
         summary="Download the signed PDF",
+        description=(
+            "The signed PDF (PAdES) as stored, with its SHA-256 in `X-Report-SHA256`. Downloads are recorded in "
+            "the audit trail."
+        ),
         responses={
             (200, "application/pdf"): OpenApiResponse(OpenApiTypes.BINARY, description="The signed PDF.")
         },
@@ -551,7 +537,8 @@ class ReportVerifyView(ApiView):
         summary="Check a report PDF's signature",
         description="Upload a PDF as `file`. 200 with `valid` true only for an intact report signed by this "
         "platform and identical to its stored copy; 200 with `valid` false and a `status` for any other PDF; "
-        "400 (`empty`, `not_pdf`) or 413 (`too_large`) when the upload is not a PDF at all.",
+        "400 `invalid` with the reason on the field `file` (an empty file, or not a PDF) or 413 "
+        "`payload_too_large` when the upload is not a PDF that can be checked at all.",
         request={"multipart/form-data": s.ReportVerifySerializer},
         responses={200: s.VerificationSerializer},
     )

@@ -69,6 +69,8 @@ class ImageRow:
     def probability_text(self) -> str:
         return probability_text(self.probability)
 
+    not_assessed: str = ""  # the AI gate's plain sentence when the AI could not assess the image
+
 
 @dataclass(frozen=True)
 class ReportContent:
@@ -120,6 +122,8 @@ class ReportContent:
     @property
     def differential_text(self) -> list[tuple[str, str]]:
         return [(label, probability_text(p)) for label, p in self.differential]
+
+    ai_assessment: str = ""  # "", assessed, partial or not_assessed (the AI safety gate)
 
 
 @dataclass(frozen=True)

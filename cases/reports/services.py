@@ -57,6 +57,7 @@ def _image_rows(case: Case) -> list[render.ImageRow]:
                 width=thumb.width,
                 height=thumb.height,
                 top_diagnoses=tuple(prediction.top_diagnoses()) if prediction else (),
+                not_assessed=prediction.explanation if prediction else "",
             )
         )
     return rows
@@ -112,6 +113,7 @@ def report_content(
         signed_at=signed_at,
         case_risk=case.risk,
         case_risk_band=case.risk_band,
+        ai_assessment=case.ai_assessment,
         model_version=str(case.model_version) if case.model_version_id else "",
         diagnosis=review.get_diagnosis_display(),
         malignant=review.malignant,

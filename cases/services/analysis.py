@@ -20,6 +20,7 @@ from cases.audit import AuditAction, audit_record
 from cases.models import Case, CaseStatus, Prediction
 from cases.services.base import IllegalTransition, _check_transition, _transition
 from cases.services.queue import enqueue_analysis
+from cases.vocabulary import Assessment, CaseAssessment
 
 __all__ = [
     "AnalysingModel",
@@ -84,6 +85,11 @@ class ImageResult:
     member_probabilities: dict[str, float]
     latency_ms: float
     class_probabilities: dict[str, float] | None = None
+    # The AI safety gate: a not-assessed image keeps no probability and does not count towards the case risk.
+    assessment: str = Assessment.ASSESSED
+    reasons: tuple[str, ...] = ()
+    quality: dict | None = None
+    ood_score: float | None = None
 
 
 @transaction.atomic
@@ -100,20 +106,39 @@ def case_record_analysis(
     if {r.image_id for r in results} != image_ids:
         raise ValidationError("The analysis does not cover exactly the case's images.")
     for result in results:
+        assessed = result.assessment == Assessment.ASSESSED
         Prediction.objects.update_or_create(
             image_id=result.image_id,
             model_version=model_version,
             defaults={
-                "probability": float(result.probability),
-                "risk_band": model_version.risk_band(result.probability),
-                "member_probabilities": {k: float(v) for k, v in result.member_probabilities.items()},
-                "class_probabilities": {k: float(v) for k, v in (result.class_probabilities or {}).items()},
+                "probability": float(result.probability) if assessed else None,
+                "risk_band": model_version.risk_band(result.probability) if assessed else "",
+                "member_probabilities": {k: float(v) for k, v in result.member_probabilities.items()}
+                if assessed
+                else {},
+                "class_probabilities": {k: float(v) for k, v in (result.class_probabilities or {}).items()}
+                if assessed
+                else {},
                 "latency_ms": float(result.latency_ms),
+                "assessment": result.assessment,
+                "reasons": list(result.reasons),
+                "quality": result.quality or {},
+                "ood_score": result.ood_score,
             },
         )
-    risk = max(float(r.probability) for r in results)
+    # Only assessed images count: a case whose images all failed the gate has no risk and no band (never a
+    # silent "low"); it still goes to the review queue, marked "AI could not assess".
+    scored = [float(r.probability) for r in results if r.assessment == Assessment.ASSESSED]
+    risk = max(scored) if scored else None
     case.risk = risk
-    case.risk_band = model_version.risk_band(risk)
+    case.risk_band = model_version.risk_band(risk) if risk is not None else ""
+    case.ai_assessment = (
+        CaseAssessment.NOT_ASSESSED
+        if not scored
+        else CaseAssessment.ASSESSED
+        if len(scored) == len(results)
+        else CaseAssessment.PARTIAL
+    )
     case.model_version = model_version
     case.analysed_at = timezone.now()
     case.failure_reason = ""
@@ -121,9 +146,19 @@ def case_record_analysis(
         case,
         CaseStatus.AWAITING_REVIEW,
         actor=None,
-        update_fields=["risk", "risk_band", "model_version", "analysed_at", "failure_reason"],
+        update_fields=[
+            "risk",
+            "risk_band",
+            "ai_assessment",
+            "model_version",
+            "analysed_at",
+            "failure_reason",
+        ],
         model=str(model_version),
-        risk=round(risk, 4),
+        risk=None if risk is None else round(risk, 4),
+        ai_assessment=case.ai_assessment,
+        images_assessed=len(scored),
+        images_not_assessed=len(results) - len(scored),
     )
     return case
 
@@ -151,15 +186,15 @@ def cases_stuck_in_analysis(
     *,
     cutoff: datetime,
     grace: datetime | None = None,
-    lost_before: datetime | None = None,
+    broker_data_since: datetime | None = None,
     live_workers: Collection[str] | None = None,
 ) -> list[StuckCase]:
     """Cases whose analysis a lost broker message or a dead worker left behind, oldest first.
 
     Stale: submitted or analysing with no progress and no publish since ``cutoff``. Lost, already once older
-    than ``grace``: submitted and never published (the broker was down at submit), submitted and published
-    before ``lost_before`` (when the broker lost its data), and analysing by a worker not among
-    ``live_workers`` (``hostname:pid`` of current heartbeats; None when they cannot be read).
+    than ``grace``: submitted and never published (the broker was down at submit), and analysing by a worker
+    not among ``live_workers`` (``hostname:pid`` of current heartbeats; None when they cannot be read). Lost at
+    once: submitted and published before ``broker_data_since`` (the broker restarted without its data).
     """
     stale = Q(status__in=CLAIMABLE, updated_at__lt=cutoff) & (
         Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=cutoff)
@@ -167,14 +202,14 @@ def cases_stuck_in_analysis(
     lost = Q(pk__in=[])
     if grace is not None:
         lost = Q(status=CaseStatus.SUBMITTED, enqueued_at__isnull=True, updated_at__lt=grace)
-        if lost_before is not None:
-            lost |= Q(status=CaseStatus.SUBMITTED, enqueued_at__lt=min(lost_before, grace))
         if live_workers is not None:
             lost |= (
                 Q(status=CaseStatus.ANALYSING, analysis_started_at__lt=grace)
                 & ~Q(analysis_worker="")
                 & ~Q(analysis_worker__in=live_workers)
             )
+    if broker_data_since is not None:  # published before the broker's current data began: the message is gone
+        lost |= Q(status=CaseStatus.SUBMITTED, enqueued_at__lt=broker_data_since)
     rows = (
         Case.objects.filter(lost | stale)
         .order_by("created_at")

@@ -299,12 +299,13 @@ def case_submit_for_analysis(*, actor: User, case: Case) -> Case:
         request.resolved_at = now
         request.save(update_fields=["resolved_at"])
     case.submitted_at = now
-    case.risk, case.risk_band, case.analysed_at = None, "", None
+    # A new analysis of the whole case: its own attempts, and no stale AI result while it runs.
+    case.risk, case.risk_band, case.analysed_at, case.analysis_attempts = None, "", None, 0
     _transition(
         case,
         CaseStatus.SUBMITTED,
         actor=actor,
-        update_fields=["submitted_at", "risk", "risk_band", "analysed_at"],
+        update_fields=["submitted_at", "risk", "risk_band", "analysed_at", "analysis_attempts"],
         round=request.round if request is not None else 1,
     )
     transaction.on_commit(lambda: enqueue_analysis(case.pk))

@@ -135,9 +135,17 @@ def case_create(request: HttpRequest) -> HttpResponse:
     )
     uploads = request.FILES.getlist("images")
     draft = bool(request.POST.get("save_draft"))
-    if form.is_valid():
+    kept_files = staging.open(kept)
+    if len(kept_files) < len(kept):
+        # Swept after an hour (or used by another tab): never submit fewer images than the page showed.
+        kept = [upload.name for upload in kept_files]
+        form.is_valid()
+        form.add_error(
+            "images", "Some images kept from your last attempt are no longer stored; add them again."
+        )
+    elif form.is_valid():
         try:
-            images = staging.open(kept) + list(form.cleaned_data["images"])
+            images = kept_files + list(form.cleaned_data["images"])
             case = _submit(user, form.cleaned_data, images, draft=draft)
         except ValidationError as exc:
             # A concurrent double submit may have won while this one ran: lead to its case.

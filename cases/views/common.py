@@ -121,6 +121,7 @@ def case_payload(context: dict) -> dict:
         "status_label": case.get_status_display(),
         "risk": case.risk,
         "risk_band": case.risk_band or None,
+        "ai_assessment": case.ai_assessment or None,
         "model_version": str(case.model_version) if case.model_version_id else None,
         "failure_reason": case.failure_reason or None,
         "report_error": case.report_error or None,
@@ -131,7 +132,14 @@ def case_payload(context: dict) -> dict:
                 "position": row.image.position,
                 "url": row.url,
                 "probability": row.prediction.probability if row.prediction else None,
-                "risk_band": row.prediction.risk_band if row.prediction else None,
+                "risk_band": (row.prediction.risk_band or None) if row.prediction else None,
+                "assessment": None
+                if row.prediction is None
+                else {
+                    "status": row.prediction.assessment,
+                    "reasons": list(row.prediction.reasons or []),
+                    "explanation": row.prediction.explanation,
+                },
                 "model_version": str(row.prediction.model_version) if row.prediction else None,
             }
             for row in context["images"]
@@ -144,7 +152,10 @@ def case_payload(context: dict) -> dict:
             "malignant": review.malignant,
             "management": review.management,
             "follow_up_months": review.follow_up_months,
+            "ai_flagged": review.ai_flagged,
             "agrees_with_ai": review.agrees_with_ai,
+            "justification": review.justification or None,
+            "correction_reason": review.correction_reason or None,
             "reviewer": review.reviewer.display_name,
             "created_at": review.created_at.isoformat(),
         },

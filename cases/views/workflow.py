@@ -20,10 +20,11 @@ def _error_text(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
-@role_required(*SUBMITTERS)
+@login_required
 @require_POST
 def case_add_images(request: HttpRequest, case_id: int) -> HttpResponse:
-    """Add images to a draft or to a case returned for better images."""
+    """Add images to a draft or to a case returned for better images (the submitter only)."""
+    # The case first: another organization's case is a 404 whatever the role; the service checks the rest.
     case = selectors.case_get(request.user, case_id)
     uploads = request.FILES.getlist("images")
     if not uploads:
@@ -38,7 +39,7 @@ def case_add_images(request: HttpRequest, case_id: int) -> HttpResponse:
     return redirect("case_detail", case_id=case.pk)
 
 
-@role_required(*SUBMITTERS)
+@login_required
 @require_POST
 def case_submit(request: HttpRequest, case_id: int) -> HttpResponse:
     """Submit a draft, or resubmit a case with the better images the dermatologist asked for."""

@@ -174,7 +174,8 @@ def test_kept_images_of_another_user_cannot_be_used(client, clinician, other_cli
     data = case_post(images=[])
     data["kept_images"] = tokens
     response = client.post(reverse("case_create"), data)
-    assert response.status_code == 400 and b"Add at least one image." in response.content
+    # Another user's tokens open nothing: refused like expired ones, never used.
+    assert response.status_code == 400 and b"no longer stored; add them again" in response.content
 
 
 def test_a_lesion_of_another_patient_is_refused(clin_client, patient, lesion, org, clinician):

@@ -282,3 +282,15 @@ def test_a_typed_reference_is_resolved_without_scripts(client, clinician, patien
     assert Case.objects.get().lesion == lesion
     response = client.post(reverse("case_create"), {**data, "patient_query": "NOBODY", "submission_key": "n"})
     assert response.status_code == 400 and "No patient &#x27;NOBODY&#x27;" in response.content.decode()
+
+
+def test_kept_images_that_expired_are_never_silently_dropped(client, clinician, patient, lesion):
+    client.force_login(clinician)
+    client.post(reverse("case_create"), {"submission_key": "k1", "images": [upload("a.jpg", seed=1)]})
+    (token,) = _staged(clinician)
+    default_storage.delete(f"staging/{clinician.pk}/{token}")  # the hourly sweep ran meanwhile
+    data = {"patient": patient.pk, "lesion": lesion.pk, "priority": "routine", "submission_key": "k2"}
+    response = client.post(reverse("case_create"), {**data, "kept_images": [token]})
+    assert response.status_code == 400
+    assert "no longer stored; add them again" in response.content.decode()
+    assert not Case.objects.exists()

@@ -49,21 +49,18 @@ def test_a_case_never_published_is_published_after_the_grace_not_the_stuck_timeo
 def test_cases_whose_messages_the_broker_lost_are_published_again_once(make_case, queues):
     published = make_case(1)
     case_services.enqueue_analysis(published.pk)
-    age(published, 6)
-    Case.objects.filter(pk=published.pk).update(enqueued_at=timezone.now() - timezone.timedelta(seconds=6))
     assert cases_sweep_stuck().analyses_enqueued == []  # its message is still queued
-    # A broker restart without persistence: the queue and the marker are gone.
+    # A broker restart without persistence: the queue and the marker are gone. The server's data "began"
+    # after the case was published (pretend it was published before the server's start).
     purge_queues()
     broker.broker_redis().delete(broker.EPOCH_KEY)
-    # The server's data "began" after the case was published (its uptime is shorter than the case's age).
-    client = broker.broker_redis()
-    uptime = int(client.info("server")["uptime_in_seconds"])
+    uptime = int(broker.broker_redis().info("server")["uptime_in_seconds"])
     Case.objects.filter(pk=published.pk).update(
         enqueued_at=timezone.now() - timezone.timedelta(seconds=uptime + 10)
     )
     assert cases_sweep_stuck().analyses_enqueued == [published.pk]
     assert queued() == 1
-    assert cases_sweep_stuck().analyses_enqueued == []  # the marker is back: exactly once
+    assert cases_sweep_stuck().analyses_enqueued == []  # published again after the loss: exactly once
 
 
 def test_an_analysing_case_whose_worker_died_is_published_again_at_once(make_case, queues, settings):
@@ -112,3 +109,19 @@ def test_admins_see_the_queue_outage_and_clinicians_a_delayed_result(
         "AI result delayed" not in client.get(reverse("case_detail", args=[queued_case.pk])).content.decode()
     )
     assert "AI result delayed" in client.get(reverse("case_list")).content.decode()
+
+
+def test_the_api_status_says_when_the_ai_result_is_delayed(make_case, clinician, settings):
+    from rest_framework.test import APIClient
+
+    from tests.cases.api.conftest import login
+
+    settings.TELEDER_PUBLISH_GRACE_S = 5
+    delayed = make_case(1)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {login(api, clinician.username)['access']}")
+    assert api.get(f"/api/v1/cases/{delayed.pk}/status/").json()["analysis_delayed"] is False  # just stored
+    age(delayed, 60)
+    assert api.get(f"/api/v1/cases/{delayed.pk}/status/").json()["analysis_delayed"] is True
+    Case.objects.filter(pk=delayed.pk).update(enqueued_at=timezone.now())  # the sweeper published it
+    assert api.get(f"/api/v1/cases/{delayed.pk}/status/").json()["analysis_delayed"] is False

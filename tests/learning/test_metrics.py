@@ -20,6 +20,7 @@ def test_internal_scrape_reports_cases_queues_and_latency(client, make_case, rec
     assert 'teleder_queue_length{queue="inference"}' in text
     assert 'teleder_analysis_seconds_bucket{le="+Inf"} 1.0' in text
     assert "teleder_report_generation_failures 0.0" in text
+    assert "# TYPE teleder_gate_rejections gauge" in text
     assert "django_http_requests_total_by_method_total" in text  # django-prometheus's own request metrics
 
 

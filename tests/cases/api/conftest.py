@@ -10,6 +10,34 @@ from tests.support.factories import PASSWORD, LesionFactory, ModelVersionFactory
 
 
 @pytest.fixture(autouse=True)
+def _api_contract(monkeypatch, request):
+    """Every answer under /api/v1/ that a test gets must match the published OpenAPI schema (status code,
+    body, error code): tests/cases/api/contract.py. Violations fail the test at teardown."""
+    from django.test import Client
+
+    from tests.cases.api import contract
+
+    violations: list[str] = []
+    checked = [0]
+
+    def wrap(original):
+        def request_and_check(self, **kwargs):
+            response = original(self, **kwargs)
+            path = kwargs.get("PATH_INFO", "")
+            if path.startswith(contract.API_PREFIX):
+                checked[0] += 1
+                violations.extend(contract.check(kwargs.get("REQUEST_METHOD", "GET"), path, response))
+            return response
+
+        return request_and_check
+
+    monkeypatch.setattr(APIClient, "request", wrap(APIClient.request))
+    monkeypatch.setattr(Client, "request", wrap(Client.request))
+    yield
+    assert not violations, "answers that do not match the OpenAPI schema:\n" + "\n".join(violations)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_throttles():
     # Throttle counters live in the (process-wide) cache: each test starts with none.
     cache.clear()

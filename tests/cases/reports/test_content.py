@@ -81,3 +81,24 @@ def test_tiny_probability_and_differential_are_printed_truthfully(analysed_case,
 
 def test_report_without_differential_prints_none(report):
     assert "AI differential" not in flat(report)
+
+
+def test_issuing_and_correcting_a_report_queues_a_mail_to_the_referring_clinician(
+    report, clinician, dermatologist
+):
+    from cases.models import Notification
+
+    issued = Notification.objects.get(kind="report_issued")
+    assert issued.recipient == clinician and issued.case_id == report.case_id
+    assert report.case.lesion.patient.reference not in issued.body and "Melanoma" not in issued.body
+    correction = services.review_correct(
+        actor=dermatologist,
+        case=report.case,
+        reason="Histology: basal cell carcinoma.",
+        diagnosis="bcc",
+        malignant=None,
+        management="biopsy",
+    )
+    report_generate(review_id=correction.pk)
+    corrected = Notification.objects.get(kind="report_corrected")
+    assert corrected.recipient == clinician and "report corrected" in corrected.subject
