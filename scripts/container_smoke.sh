@@ -117,6 +117,9 @@ if ! find_docker; then
   for _ in $(seq 1 60); do "${DOCKER[@]}" info >/dev/null 2>&1 && break; sleep 0.5; done
   "${DOCKER[@]}" info >/dev/null 2>&1 || skip "dockerd did not start here (see $WORK/dockerd.log)"
 fi
+# Debian keeps initdb and pg_ctl out of PATH.
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -n "$PG_BIN" ] && PATH=$PATH:$PG_BIN
 for tool in initdb pg_ctl redis-server curl; do
   command -v "$tool" >/dev/null || skip "$tool is missing (PostgreSQL, Redis and curl run on the host)"
 done
