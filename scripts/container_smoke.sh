@@ -74,6 +74,8 @@ cleanup() {
   if [ -n "$DOCKERD_PID" ]; then
     kill "$DOCKERD_PID" 2>/dev/null
     for _ in $(seq 1 50); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
+    # dockerd leaves its network namespace mounted under its exec root.
+    awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount 2>/dev/null
   fi
   if [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then
     echo "container smoke: logs kept in $WORK"
