@@ -327,8 +327,9 @@ curl_proxy() { curl -sS --cacert "$CA" --interface 127.0.0.2 "$@"; }
 check "proxy: GET /healthz over TLS is 200" wait_until 30 curl_proxy -f -o /dev/null "$URL/healthz"
 check "proxy: GET /readyz is 200 (a worker container holds the active model)" \
   wait_until 60 curl_proxy -f -o "$WORK/readyz.json" "$URL/readyz"
-logs_of() { "${DOCKER[@]}" logs "$NAME-$1" 2>&1; }
-client_address_seen() { logs_of web | grep -q '"client": "127.0.0.2"'; }
+# Read whole logs before grep: with pipefail, `docker logs | grep -q` fails when grep stops reading early.
+logs_of() { "${DOCKER[@]}" logs "$NAME-$1" >"$WORK/logs.tmp" 2>&1 && cat "$WORK/logs.tmp"; }
+client_address_seen() { logs_of web | grep '"client": "127.0.0.2"' >/dev/null; }
 check "proxy: the client address reaches gunicorn (PROXY protocol: access log says 127.0.0.2)" \
   wait_until 10 client_address_seen
 
@@ -348,16 +349,16 @@ sed 's/^/      /' "$WORK/check.out"
 if [ "${SMOKE_GPU_IMAGE:-1}" = 1 ] && "${DOCKER[@]}" image inspect "teleder-worker-gpu:$TAG" >/dev/null 2>&1; then
   # No GPU here: the GPU image's onnxruntime-gpu has the CUDA provider but cannot use it, a real CPU fallback.
   run worker-gpu "teleder-worker-gpu:$TAG" -e WORKER_QUEUES=inference -v "$NAME-gpu-models:/var/lib/teleder/models"
-  fallback_reported() { curl_proxy -s "$URL/readyz" | grep -q '"cpu fallback: gpu@'; }
+  fallback_reported() { curl_proxy -s "$URL/readyz" | grep '"cpu fallback: gpu@' >/dev/null; }
   check "GPU image without a GPU: /readyz warns \"cpu fallback\"" wait_until 240 fallback_reported
-  fallback_logged() { logs_of worker-gpu | grep '"level": "ERROR"' | grep -q 'cpu fallback'; }
+  fallback_logged() { logs_of worker-gpu | grep '"level": "ERROR"' | grep 'cpu fallback' >/dev/null; }
   check "GPU image without a GPU: the worker logs an ERROR \"cpu fallback\"" fallback_logged
 fi
 
-no_errors() { ! logs_of "$1" | grep -q '"level": "ERROR"'; }
+no_errors() { logs_of "$1" >/dev/null && ! grep '"level": "ERROR"' "$WORK/logs.tmp"; }
 no_error_lines() { no_errors web && no_errors worker; }
 check "web and worker logs carry no ERROR line" no_error_lines
-model_fetched() { logs_of worker | grep -q 'fetched into /var/lib/teleder/models'; }
+model_fetched() { logs_of worker | grep 'fetched into /var/lib/teleder/models' >/dev/null; }
 check "worker fetched the active model from S3 at start (sync_model_packages pull)" model_fetched
 
 "${DOCKER[@]}" stats --no-stream --format '{{.Name}} {{.MemUsage}} (CPU {{.CPUPerc}})' "${CONTAINERS[@]:1}" 2>/dev/null |
