@@ -138,7 +138,7 @@ def gated_package(tmp_path):
 def test_the_gate_command_writes_arrays_listed_with_their_sha256(gated_package, db):
     manifest = json.loads((gated_package / "manifest.json").read_text())
     ood = manifest["gate"]["ood"]
-    assert ood["method"] == "mahalanobis" and ood["threshold"] > 0
+    assert ood["method"] == "pca_residual" and ood["threshold"] > 0
     for member in manifest["members"]:
         assert member["outputs"]["features"] == "pooled2"
         for item in ood["arrays"][member["name"]].values():
@@ -155,7 +155,7 @@ def test_the_gate_command_writes_arrays_listed_with_their_sha256(gated_package, 
 
 def test_a_corrupt_gate_array_is_refused_at_registration_naming_the_file(gated_package, db):
     manifest = json.loads((gated_package / "manifest.json").read_text())
-    file = manifest["gate"]["ood"]["arrays"]["member0"]["precision"]["file"]
+    file = manifest["gate"]["ood"]["arrays"]["member0"]["components"]["file"]
     (gated_package / file).write_bytes(b"not an array")
     with pytest.raises(ValidationError, match=file):
         model_register(gated_package)
