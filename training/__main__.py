@@ -1,4 +1,4 @@
-"""``python -m training fit|evaluate|export|package|register``: the training command line."""
+"""``python -m training fit|evaluate|export|package|register|gate|evaluate-gate|make-ood``: the training CLI."""
 
 from __future__ import annotations
 

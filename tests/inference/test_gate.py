@@ -151,6 +151,10 @@ def test_the_gate_command_writes_arrays_listed_with_their_sha256(gated_package, 
     outcomes, _ = ensemble.run(ensemble.prepare(lesions + others, [(None, None, None)] * 9))
     scores = [o.ood_score for o in outcomes]
     assert max(scores[:6]) < min(scores[6:])  # the tiny test model's only feature is the mean pixel
+    # One session per member (members that cannot be fused) exposes the same features: the same scores.
+    separate = Ensemble(Path(version.package_path), manifest_of(version), fuse=False)
+    outcomes, _ = separate.run(separate.prepare(lesions + others, [(None, None, None)] * 9))
+    assert [o.ood_score for o in outcomes] == pytest.approx(scores, rel=1e-4)
 
 
 def test_a_corrupt_gate_array_is_refused_at_registration_naming_the_file(gated_package, db):
