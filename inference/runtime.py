@@ -293,7 +293,7 @@ def load_ood_gate(folder: Path, manifest: Manifest) -> OodGate | None:
     for member in manifest.members:
         files = {name: Path(folder) / item["file"] for name, item in ood["arrays"][member.name].items()}
         try:
-            members[member.name] = load_member(files)
+            members[member.name] = load_member(ood["method"], files)
         except GateArrayError as exc:
             raise PackageError(f"member '{member.name}': {exc}") from exc
     return OodGate(members=members, threshold=float(ood["threshold"]))

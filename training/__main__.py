@@ -1,4 +1,4 @@
-"""``python -m training fit|evaluate|export|package|quantize|register``: the training command line."""
+"""``python -m training fit|evaluate|export|package|quantize|register|gate|evaluate-gate|make-ood``: the CLI."""
 
 from __future__ import annotations
 
