@@ -388,6 +388,8 @@ def quantize_package(
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists: give a new folder for the quantized package")
+    if out.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"--out {out} lies inside the source package: give a folder outside it")
     version = version or f"{manifest.version}-int8"
     if version == manifest.version:
         raise ValueError("the quantized package needs a version of its own")
