@@ -9,8 +9,9 @@ preprocessing, with their flips), quantize once per variant and, on validation i
 probabilities with the fp32 member, and time both at batch 1 and 10 (flip TTA doubles each batch) in the same
 process. A variant is a ``_``-joined list of:
 ``rr`` 7-bit weights (reduce_range), ``u8`` uint8 weights (else int8), ``head`` head kept fp32, ``first`` first
-convolution kept fp32, ``dw`` depthwise convolutions kept fp32, ``conv`` only Conv/Clip quantized,
-``ma`` moving-average MinMax calibration. ``all`` (or any unknown word) adds nothing: everything int8.
+convolution kept fp32, ``dw`` depthwise convolutions kept fp32, ``linear`` convolutions without an activation
+after them (the projections) kept fp32, ``conv`` only Conv/Clip quantized, ``ma`` moving-average MinMax
+calibration. ``all`` (or any unknown word) adds nothing: everything int8.
 Prints one JSON line per variant.
 """
 
@@ -104,9 +105,8 @@ def main() -> int:
         model = onnx.load(str(prepared))
         for variant in args.variants.split(","):
             words = set(variant.split("_"))
-            groups = tuple(
-                g for g, w in (("head", "head"), ("first", "first"), ("depthwise", "dw")) if w in words
-            )
+            pairs = (("head", "head"), ("first", "first"), ("depthwise", "dw"), ("linear", "linear"))
+            groups = tuple(g for g, w in pairs if w in words)
             plan = plan_member(model, member.image_input, [], QuantizeConfig(fp32_layers=groups))
             out = Path(scratch) / f"{variant}.onnx"
             started = time.time()
