@@ -505,9 +505,10 @@ def _quantize_parser(sub) -> None:
     p.add_argument(
         "--fp32-layers",
         action="append",
-        choices=("head", "first", "depthwise"),
+        choices=("head", "first", "depthwise", "linear"),
         help="layer groups kept in float32, repeatable (default: head = global pooling onwards and the "
-        "metadata branch)",
+        "metadata branch; first = the first convolution; depthwise; linear = convolutions with no activation "
+        "after them, the MBConv projections)",
     )
     p.add_argument("--exclude-node", action="append", help="a node name kept in float32 (repeatable)")
     p.add_argument("--fp32-member", action="append", help="a member kept entirely in float32 (repeatable)")
