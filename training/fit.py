@@ -75,6 +75,10 @@ class FitConfig:
     # "cosine" lowers it from finetune_lr to a hundredth of it along half a cosine over finetune_epochs, whatever the
     # validation metric does (noisy epochs, such as pixel mode's freshly augmented ones, do not cut it early)
     lr_schedule: str = "plateau"
+    # metadata dropout: each of age, sex and site becomes "unknown" with this probability per image, independently
+    # (phase 2: drawn again for every batch; phase 1: once for each of the two cached copies), so that every
+    # missingness pattern is seen with every label and source and the image must speak for itself; 0 = off
+    metadata_dropout: float = 0.0
     batch_size: int = 16
     loss: str = "bce"  # or "focal"
     dropout: float = 0.3
@@ -108,6 +112,8 @@ class FitConfig:
             raise ValueError(f"unknown supervision {self.supervision!r} (malignant or diagnosis)")
         if self.supervision == "diagnosis" and self.task != "binary":
             raise ValueError("--supervision diagnosis applies to the binary task only")
+        if not 0.0 <= self.metadata_dropout < 1.0:
+            raise ValueError(f"--metadata-dropout must be in [0, 1), got {self.metadata_dropout}")
         if not 1 <= self.cache_variants <= len(_VARIANTS):
             raise ValueError(f"--cache-variants must be between 1 and {len(_VARIANTS)}")
         if self.colour not in ("none", "shades_of_gray"):
@@ -200,6 +206,7 @@ class _Batches:
         seed: int,
         workers: int = 1,
         mixup: float = 0.0,
+        metadata_dropout: float = 0.0,
     ):
         import keras
 
@@ -216,7 +223,11 @@ class _Batches:
 
             def __getitem__(self, index: int):
                 rows = np.sort(self.order[index * batch_size : (index + 1) * batch_size])
-                x = (data_mod.normalised(pixels[rows], spec), metadata[rows])
+                meta = metadata[rows]
+                if metadata_dropout > 0 and shuffle:
+                    rng = np.random.default_rng((seed, self.epoch, index, 1))
+                    meta = data_mod.drop_metadata(meta, metadata_dropout, rng)
+                x = (data_mod.normalised(pixels[rows], spec), meta)
                 y, w = labels[rows], None if weights is None else weights[rows]
                 if mixup > 0 and shuffle:
                     x, y, w = _mixup(x, y, w, np.random.default_rng((seed, self.epoch, index)), mixup)
@@ -501,6 +512,7 @@ class _CachedBatches:
         *,
         seed: int,
         mixup: float = 0.0,
+        metadata_dropout: float = 0.0,
     ):
         import keras
 
@@ -520,7 +532,10 @@ class _CachedBatches:
 
             def __getitem__(self, index: int):
                 rows = np.sort(self.order[index * batch_size : (index + 1) * batch_size])
-                x = (cache[self.variant[rows], rows].astype(np.float32), metadata[rows])
+                meta = metadata[rows]
+                if metadata_dropout > 0 and self.shuffle:
+                    meta = data_mod.drop_metadata(meta, metadata_dropout, self.rng)
+                x = (cache[self.variant[rows], rows].astype(np.float32), meta)
                 y, w = labels[rows], None if weights is None else weights[rows]
                 if mixup > 0 and self.shuffle:
                     x, y, w = _mixup(x, y, w, self.rng, mixup)
@@ -656,8 +671,10 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         )
         if (run_dir / "head_last.weights.h5").exists():
             dual.head.load_weights(str(run_dir / "head_last.weights.h5"))
+        head_rng = np.random.default_rng((config.seed, 2))
+        head_meta = [data_mod.drop_metadata(train_meta, config.metadata_dropout, head_rng) for _ in range(2)]
         dual.head.fit(
-            [f_train, np.concatenate([train_meta, train_meta])],
+            [f_train, np.concatenate(head_meta)],
             np.concatenate([y_train, y_train]),
             sample_weight=np.concatenate([w_train, w_train]),
             batch_size=config.head_batch,
@@ -708,6 +725,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
                 config.batch_size,
                 seed=config.seed,
                 mixup=config.mixup,
+                metadata_dropout=config.metadata_dropout,
             )
             val_batches = _CachedBatches.make(cache["val"][None], val_meta, y_check, None, 64, seed=0)
         else:
@@ -723,6 +741,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
                 seed=config.seed,
                 workers=config.workers,
                 mixup=config.mixup,
+                metadata_dropout=config.metadata_dropout,
             )
             val_batches = _Batches.make(
                 val_px,
