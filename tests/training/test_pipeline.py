@@ -447,6 +447,7 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     assert version.status == "candidate"
     from PIL import Image
 
+    from inference.calibration import parse_calibration
     from inference.preprocessing import ImageSpec, image_tensor, metadata_vector
 
     paths = sorted((csv_path.parent / "images").glob("IMG_00*.jpg"))[:4]
@@ -455,8 +456,11 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     x = np.stack([image_tensor(Image.open(p), ImageSpec(32, "squash", "lite")) for p in paths])
     meta = np.stack([metadata_vector(45, "male", "torso")] * 4)
     expected = model([x, meta], training=False).numpy()[:, 0]
-    got = np.array([o.probability for o in outcome.images])
+    got = np.array([o.raw_probability for o in outcome.images])  # before the package's calibration map
     assert np.abs(got - expected).max() <= 1e-4
+    calibration = parse_calibration(manifest["calibration"])
+    served = np.array([o.probability for o in outcome.images])
+    assert np.abs(served - calibration.apply(expected)).max() <= 1e-4
 
 
 def test_package_refuses_an_impossible_threshold_rule_before_exporting(tmp_path, capsys):
