@@ -61,7 +61,7 @@ class MemberSpec:
     output: str
     image: ImageSpec
     # Extra graph tensors the runtime exposes as outputs at load time (the member file is not changed):
-    # key (e.g. "classes") -> tensor name inside the member's graph. See ``member_outputs``.
+    # key (e.g. "classes") -> tensor name inside the member's graph. See ``inference.runtime.expose_outputs``.
     outputs: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
 
@@ -172,7 +172,6 @@ def _parse_member(data: Any, index: int, manifest_metadata: MetadataSpec) -> Mem
         raise PackageError(f"{where}: preprocessing is invalid ({exc})") from exc
     outputs = _parse_member_outputs(data.get("outputs"), where)
     return MemberSpec(
-        outputs=outputs,
         name=name,
         file=file,
         sha256=sha,
@@ -182,6 +181,7 @@ def _parse_member(data: Any, index: int, manifest_metadata: MetadataSpec) -> Mem
         output=output,
         image=image,
         precision=precision,
+        outputs=outputs,
     )
 
 
