@@ -26,8 +26,7 @@ from inference.calibration import (
     parse_calibration,
     parse_differential,
 )
-from inference.ood import ARRAY_NAMES as GATE_ARRAY_NAMES
-from inference.ood import METHOD as GATE_METHOD
+from inference.ood import METHODS as GATE_METHODS
 from inference.preprocessing import ImageSpec, MetadataSpec, PreprocessingError
 from inference.quality import thresholds_from
 
@@ -62,7 +61,7 @@ class MemberSpec:
     output: str
     image: ImageSpec
     # Extra graph tensors the runtime exposes as outputs at load time (the member file is not changed):
-    # key (e.g. "classes") -> tensor name inside the member's graph. See ``member_outputs``.
+    # key (e.g. "classes") -> tensor name inside the member's graph. See ``inference.runtime.expose_outputs``.
     outputs: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
 
@@ -173,7 +172,6 @@ def _parse_member(data: Any, index: int, manifest_metadata: MetadataSpec) -> Mem
         raise PackageError(f"{where}: preprocessing is invalid ({exc})") from exc
     outputs = _parse_member_outputs(data.get("outputs"), where)
     return MemberSpec(
-        outputs=outputs,
         name=name,
         file=file,
         sha256=sha,
@@ -183,6 +181,7 @@ def _parse_member(data: Any, index: int, manifest_metadata: MetadataSpec) -> Mem
         output=output,
         image=image,
         precision=precision,
+        outputs=outputs,
     )
 
 
@@ -472,8 +471,9 @@ def _parse_ood(ood: Any, data: dict, names: list[str]) -> dict | None:
     where = "manifest: gate.ood"
     if not isinstance(ood, dict):
         raise PackageError(f"{where} must be an object")
-    if ood.get("method") != GATE_METHOD:
-        raise PackageError(f"{where}.method must be {GATE_METHOD!r}")
+    if ood.get("method") not in GATE_METHODS:
+        raise PackageError(f"{where}.method must be one of {', '.join(GATE_METHODS)}")
+    array_names = GATE_METHODS[ood["method"]]
     output = _require(ood, "output", str, where)
     threshold = ood.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not math.isfinite(threshold):
@@ -488,9 +488,9 @@ def _parse_ood(ood: Any, data: dict, names: list[str]) -> dict | None:
         if not isinstance(outputs, dict) or not isinstance(outputs.get(output), str):
             raise PackageError(f"member '{name}': outputs.{output} (the gate's feature tensor) is missing")
         entry = arrays[name]
-        if not isinstance(entry, dict) or set(entry) != set(GATE_ARRAY_NAMES):
-            raise PackageError(f"{where}.arrays.{name} must name the arrays {', '.join(GATE_ARRAY_NAMES)}")
-        for array in GATE_ARRAY_NAMES:
+        if not isinstance(entry, dict) or set(entry) != set(array_names):
+            raise PackageError(f"{where}.arrays.{name} must name the arrays {', '.join(array_names)}")
+        for array in array_names:
             item = entry[array]
             spot = f"{where}.arrays.{name}.{array}"
             if not isinstance(item, dict):
@@ -525,7 +525,7 @@ def gate_files(manifest: Manifest) -> list[tuple[str, str, str]]:
     return [
         (member, item["file"], item["sha256"].lower())
         for member, entry in ood["arrays"].items()
-        for item in (entry[name] for name in GATE_ARRAY_NAMES)
+        for item in entry.values()
     ]
 
 

@@ -293,7 +293,7 @@ def load_ood_gate(folder: Path, manifest: Manifest) -> OodGate | None:
     for member in manifest.members:
         files = {name: Path(folder) / item["file"] for name, item in ood["arrays"][member.name].items()}
         try:
-            members[member.name] = load_member(files)
+            members[member.name] = load_member(ood["method"], files)
         except GateArrayError as exc:
             raise PackageError(f"member '{member.name}': {exc}") from exc
     return OodGate(members=members, threshold=float(ood["threshold"]))
@@ -509,6 +509,14 @@ class Ensemble:
         stacked = np.stack(member_outputs)  # (members, N, classes)
         combined = np.tensordot(self.weights, stacked, axes=1)  # (N, classes)
         extras = combine_extra_outputs(self.weights, member_extras or [{} for _ in member_outputs])
+        differential = self.manifest.differential
+        if differential is not None and differential.output in extras:
+            width = extras[differential.output].shape[1]
+            if width != len(differential.classes):
+                raise ModelError(
+                    f"the members' '{differential.output}' output has {width} columns, but the differential "
+                    f"names {len(differential.classes)} classes"
+                )
         return [self._outcome(i, combined, stacked, extras) for i in range(n)]
 
     def warm_up(self, batch_size: int) -> float:
@@ -575,7 +583,7 @@ class Ensemble:
             classes = dict(zip(manifest.class_names, combined[i], strict=True))
         differential = manifest.differential
         if differential is not None and differential.output in image_extras:
-            classes = dict(zip(differential.classes, image_extras[differential.output], strict=False))
+            classes = dict(zip(differential.classes, image_extras[differential.output], strict=True))
         probability = raw
         if manifest.calibration is not None:
             probability = float(manifest.calibrate(raw))

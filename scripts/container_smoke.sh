@@ -74,6 +74,8 @@ cleanup() {
   if [ -n "$DOCKERD_PID" ]; then
     kill "$DOCKERD_PID" 2>/dev/null
     for _ in $(seq 1 50); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.2; done
+    # dockerd leaves its network namespace mounted under its exec root.
+    awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | sort -r | xargs -r umount 2>/dev/null
   fi
   if [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then
     echo "container smoke: logs kept in $WORK"
@@ -117,6 +119,9 @@ if ! find_docker; then
   for _ in $(seq 1 60); do "${DOCKER[@]}" info >/dev/null 2>&1 && break; sleep 0.5; done
   "${DOCKER[@]}" info >/dev/null 2>&1 || skip "dockerd did not start here (see $WORK/dockerd.log)"
 fi
+# Debian keeps initdb and pg_ctl out of PATH.
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -n "$PG_BIN" ] && PATH=$PATH:$PG_BIN
 for tool in initdb pg_ctl redis-server curl; do
   command -v "$tool" >/dev/null || skip "$tool is missing (PostgreSQL, Redis and curl run on the host)"
 done
@@ -322,8 +327,9 @@ curl_proxy() { curl -sS --cacert "$CA" --interface 127.0.0.2 "$@"; }
 check "proxy: GET /healthz over TLS is 200" wait_until 30 curl_proxy -f -o /dev/null "$URL/healthz"
 check "proxy: GET /readyz is 200 (a worker container holds the active model)" \
   wait_until 60 curl_proxy -f -o "$WORK/readyz.json" "$URL/readyz"
-logs_of() { "${DOCKER[@]}" logs "$NAME-$1" 2>&1; }
-client_address_seen() { logs_of web | grep -q '"client": "127.0.0.2"'; }
+# Read whole logs before grep: with pipefail, `docker logs | grep -q` fails when grep stops reading early.
+logs_of() { "${DOCKER[@]}" logs "$NAME-$1" >"$WORK/logs.tmp" 2>&1 && cat "$WORK/logs.tmp"; }
+client_address_seen() { logs_of web | grep '"client": "127.0.0.2"' >/dev/null; }
 check "proxy: the client address reaches gunicorn (PROXY protocol: access log says 127.0.0.2)" \
   wait_until 10 client_address_seen
 
@@ -343,16 +349,16 @@ sed 's/^/      /' "$WORK/check.out"
 if [ "${SMOKE_GPU_IMAGE:-1}" = 1 ] && "${DOCKER[@]}" image inspect "teleder-worker-gpu:$TAG" >/dev/null 2>&1; then
   # No GPU here: the GPU image's onnxruntime-gpu has the CUDA provider but cannot use it, a real CPU fallback.
   run worker-gpu "teleder-worker-gpu:$TAG" -e WORKER_QUEUES=inference -v "$NAME-gpu-models:/var/lib/teleder/models"
-  fallback_reported() { curl_proxy -s "$URL/readyz" | grep -q '"cpu fallback: gpu@'; }
+  fallback_reported() { curl_proxy -s "$URL/readyz" | grep '"cpu fallback: gpu@' >/dev/null; }
   check "GPU image without a GPU: /readyz warns \"cpu fallback\"" wait_until 240 fallback_reported
-  fallback_logged() { logs_of worker-gpu | grep '"level": "ERROR"' | grep -q 'cpu fallback'; }
+  fallback_logged() { logs_of worker-gpu | grep '"level": "ERROR"' | grep 'cpu fallback' >/dev/null; }
   check "GPU image without a GPU: the worker logs an ERROR \"cpu fallback\"" fallback_logged
 fi
 
-no_errors() { ! logs_of "$1" | grep -q '"level": "ERROR"'; }
+no_errors() { logs_of "$1" >/dev/null && ! grep '"level": "ERROR"' "$WORK/logs.tmp"; }
 no_error_lines() { no_errors web && no_errors worker; }
 check "web and worker logs carry no ERROR line" no_error_lines
-model_fetched() { logs_of worker | grep -q 'fetched into /var/lib/teleder/models'; }
+model_fetched() { logs_of worker | grep 'fetched into /var/lib/teleder/models' >/dev/null; }
 check "worker fetched the active model from S3 at start (sync_model_packages pull)" model_fetched
 
 "${DOCKER[@]}" stats --no-stream --format '{{.Name}} {{.MemUsage}} (CPU {{.CPUPerc}})' "${CONTAINERS[@]:1}" 2>/dev/null |

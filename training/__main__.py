@@ -1,4 +1,4 @@
-"""``python -m training fit|evaluate|export|package|quantize|register``: the training command line."""
+"""``python -m training fit|evaluate|export|package|quantize|register|gate|evaluate-gate|make-ood``: the CLI."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def _fit_parser(sub) -> None:
         "(activations or pixels, metadata, labels, class weights) by a Beta(alpha, alpha) factor; 0: off",
         "average_epochs": "phase 2: average the weights of the N best epochs and keep the average if it "
         "scores higher on validation than the best epoch; 1: off",
+        "metadata_dropout": "each of age, sex and site becomes 'unknown' with this probability per training "
+        "image (every missingness pattern seen with every label and source; 0.3 typical); 0: off",
         "lr_schedule": "phase 2 learning rate: plateau (halve after an epoch without improvement) or cosine "
         "(half-cosine from --finetune-lr to 1/100 of it over --finetune-epochs)",
     }
@@ -164,6 +166,8 @@ def _recipe(config: dict) -> str:
         mode += f", mean of the {config['average_epochs']} best epochs"
     if config.get("lr_schedule") == "cosine":
         mode += ", cosine learning rate"
+    if config.get("metadata_dropout"):
+        mode += f", metadata dropout {config['metadata_dropout']}"
     return f"{supervision}; {tuned}, {mode}; lr {config.get('finetune_lr')}; seed {config.get('seed')}"
 
 
@@ -505,9 +509,10 @@ def _quantize_parser(sub) -> None:
     p.add_argument(
         "--fp32-layers",
         action="append",
-        choices=("head", "first", "depthwise"),
+        choices=("head", "first", "depthwise", "linear"),
         help="layer groups kept in float32, repeatable (default: head = global pooling onwards and the "
-        "metadata branch)",
+        "metadata branch; first = the first convolution; depthwise; linear = convolutions with no activation "
+        "after them, the MBConv projections)",
     )
     p.add_argument("--exclude-node", action="append", help="a node name kept in float32 (repeatable)")
     p.add_argument("--fp32-member", action="append", help="a member kept entirely in float32 (repeatable)")

@@ -96,7 +96,7 @@ def choose_calibration(
     """Fit every method on all of (labels, scores) and pick the one with the lowest cross-validated ECE
     (lesion-grouped folds, ``repeats`` shuffles; log loss breaks near-ties within 0.002). Returns the chosen
     map (fitted on everything) and the measurements {method: {ece_cv, log_loss_cv}, chosen, ...}."""
-    from training.evaluate import expected_calibration_error
+    from training.metrics import expected_calibration_error
 
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, dtype=np.float64)

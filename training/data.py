@@ -421,6 +421,30 @@ def metadata_matrix(dataset: Dataset, spec: MetadataSpec | None = None) -> np.nd
     return np.stack([metadata_vector(r.age, r.sex, r.site, spec) for r in dataset.records])
 
 
+def drop_metadata(
+    metadata: np.ndarray, rate: float, rng: np.random.Generator, spec: MetadataSpec | None = None
+) -> np.ndarray:
+    """Metadata dropout: each of age, sex and site of each row becomes "unknown" (value cleared, missing flag
+    set: exactly what ``metadata_vector`` gives for a blank field) with probability ``rate``, independently.
+    So the model sees every missingness pattern with every label and every source, and cannot learn "age
+    missing" as a shortcut for one source, nor lean on age where the image speaks. Returns a new array."""
+    if rate <= 0:
+        return metadata
+    spec = spec or MetadataSpec()
+    out = np.array(metadata, dtype=np.float32, copy=True)
+    n_sex, n_site = len(spec.sexes), len(spec.sites)
+    fields = (
+        (slice(0, 1), 1),  # age value, age missing flag
+        (slice(2, 2 + n_sex), 2 + n_sex),
+        (slice(3 + n_sex, 3 + n_sex + n_site), 3 + n_sex + n_site),
+    )
+    for values, flag in fields:
+        drop = rng.random(len(out)) < rate
+        out[drop, values] = 0.0
+        out[drop, flag] = 1.0
+    return out
+
+
 def normalised(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
     return normalise(pixels, spec.normalisation)
 

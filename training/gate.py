@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from inference.ood import ARRAY_NAMES, METHOD, OodGate, fit_member
+from inference.ood import DEFAULT_METHOD, METHODS, OodGate, fit_member
 from inference.package import (
     MANIFEST_NAME,
     Manifest,
@@ -171,7 +171,8 @@ def gate_fit(
     data: list[str],
     *,
     split: str | None = None,
-    dims: int = 64,
+    method: str = DEFAULT_METHOD,
+    dims: int = 128,
     shrinkage: float = 0.1,
     quantile: float = 99.0,
     max_per_source: int | None = None,
@@ -190,7 +191,7 @@ def gate_fit(
         raw["members"][k]["outputs"] = outputs
     raw["gate"] = {
         "quality": gate_quality_thresholds(manifest),
-        "ood": {"method": METHOD, "output": FEATURE_KEY, "threshold": 1.0, "arrays": {}},
+        "ood": {"method": method, "output": FEATURE_KEY, "threshold": 1.0, "arrays": {}},
     }
     from inference.package import parse_manifest
 
@@ -202,7 +203,7 @@ def gate_fit(
     usable = np.all([np.all(np.isfinite(f), axis=1) for f in features.values()], axis=0)
     fit_mask = usable & (roles == "fit")
     members = {
-        name: fit_member(values[fit_mask], labels[fit_mask], dims=dims, shrinkage=shrinkage)
+        name: fit_member(values[fit_mask], labels[fit_mask], method=method, dims=dims, shrinkage=shrinkage)
         for name, values in features.items()
     }
     gate = OodGate(members=members, threshold=1.0)
@@ -224,7 +225,7 @@ def gate_fit(
             np.save(folder / file, array.astype(np.float32), allow_pickle=False)
             arrays[name][array_name] = {"file": file, "sha256": sha256_file(folder / file)}
     raw["gate"]["ood"] = {
-        "method": METHOD,
+        "method": method,
         "output": FEATURE_KEY,
         "threshold": round(float(threshold), 4),
         "arrays": arrays,
@@ -273,7 +274,7 @@ def write_card_section(folder: Path, gate: dict, measured: dict | None = None) -
         + ", ".join(f"{k} {v:g}" for k, v in (gate.get("quality") or {}).items())
         + ".",
         f"- Out-of-distribution score: {ood.get('method', 'none')}, {ood.get('dims', '?')} principal components "
-        f"per member, shrinkage {ood.get('shrinkage', '?')}, threshold {ood.get('threshold', 'n/a')} "
+        f"per member, threshold {ood.get('threshold', 'n/a')} "
         f"({(ood.get('fitted_on') or {}).get('threshold_rule', '')}); fitted on "
         f"{(ood.get('fitted_on') or {}).get('n_fit', '?')} training images, calibrated on "
         f"{(ood.get('fitted_on') or {}).get('n_calibrate', '?')} others.",
@@ -416,7 +417,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--package", required=True, help="package folder (rewritten in place: arrays + manifest)")
     p.add_argument("--data", action="append", required=True, help="labels CSV of real dermoscopy (repeat)")
     p.add_argument("--split", help="split.json: only its training side fits, its validation side is held out")
-    p.add_argument("--dims", type=int, default=64, help="principal components per member (default 64)")
+    p.add_argument(
+        "--method", choices=sorted(METHODS), default=DEFAULT_METHOD, help="OOD score (see inference/ood.py)"
+    )
+    p.add_argument("--dims", type=int, default=128, help="principal components per member (default 128)")
     p.add_argument("--shrinkage", type=float, default=0.1, help="covariance shrinkage towards identity")
     p.add_argument("--quantile", type=float, default=99.0, help="calibration percentile per source")
     p.add_argument("--max-per-source", type=int, help="subsample each source and role (faster)")
@@ -449,6 +453,7 @@ def run_command(args) -> int:
             args.package,
             args.data,
             split=args.split,
+            method=args.method,
             dims=args.dims,
             shrinkage=args.shrinkage,
             quantile=args.quantile,
@@ -480,4 +485,4 @@ def run_command(args) -> int:
     return 0
 
 
-__all__ = ["ARRAY_NAMES", "add_parsers", "evaluate_gate", "gate_fit", "run_command"]
+__all__ = ["METHODS", "add_parsers", "evaluate_gate", "gate_fit", "run_command"]

@@ -33,7 +33,7 @@ from inference.preprocessing import ImageSpec, hflip, image_tensor, metadata_vec
 from training import evaluate as ev
 from training.data import Dataset, Split, load_dataset
 
-LAYER_GROUPS = ("head", "first", "depthwise")
+LAYER_GROUPS = ("head", "first", "depthwise", "linear")
 PRECISIONS = ("fp32", "int8")
 
 
@@ -122,10 +122,17 @@ def plan_member(
     head += [n for n in nodes if n.name not in image_names]
     head_names = {n.name for n in head}
     convs = [n for n in image_nodes if n.op_type == "Conv" and n.name not in head_names]
+    consumers: dict[str, list[str]] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node.op_type)
+    activations = {"Clip", "Relu", "Sigmoid", "HardSigmoid", "HardSwish"}
     groups = {
         "head": [n.name for n in head],
         "first": [convs[0].name] if convs else [],
         "depthwise": [n.name for n in convs if _group(n) > 1],
+        # convolutions with no activation after them: the MBConv projections (linear bottlenecks)
+        "linear": [n.name for n in convs if not set(consumers.get(n.output[0], [])) & activations],
     }
     plan = MemberPlan()
     for group in config.fp32_layers:
@@ -388,6 +395,8 @@ def quantize_package(
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists: give a new folder for the quantized package")
+    if out.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"--out {out} lies inside the source package: give a folder outside it")
     version = version or f"{manifest.version}-int8"
     if version == manifest.version:
         raise ValueError("the quantized package needs a version of its own")

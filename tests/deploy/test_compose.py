@@ -79,8 +79,12 @@ def test_compose_runs_the_whole_platform(services):
         "beat",
         "proxy",
     } <= set(services)
-    for name in ("postgres", "redis", "minio", "web", "worker", "worker-gpu"):
+    for name in ("postgres", "redis", "minio", "web", "worker", "worker-gpu", "beat"):
         assert services[name]["healthcheck"]["test"], f"{name} has no health check"
+    # beat runs the worker image but answers no Celery ping: its own check, not the image's.
+    assert services["beat"]["healthcheck"]["test"] == [
+        "CMD", "python", "docker/healthcheck_beat.py", "/tmp/celerybeat-schedule"
+    ]  # fmt: skip
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["web"]["depends_on"]["postgres"]["condition"] == "service_healthy"
 

@@ -184,3 +184,15 @@ def test_a_declared_output_the_graph_lacks_is_refused_when_loading(tmp_path):
     (folder / "manifest.json").write_text(json.dumps(data))
     with pytest.raises(PackageError, match="no tensor 'no/such/tensor:0'"):
         load(folder)
+
+
+def test_a_differential_naming_more_classes_than_the_output_has_fails_the_smoke_test(tmp_path):
+    from inference.runtime import smoke_test
+
+    folder = build_differential_package(tmp_path / "p")
+    data = json.loads((folder / "manifest.json").read_text())
+    data["differential"]["classes"] = [*DIFFERENTIAL_CLASSES, "scc"]
+    (folder / "manifest.json").write_text(json.dumps(data))
+    manifest, _ = read_manifest(folder)
+    with pytest.raises(PackageError, match="has 7 columns, but the differential names 8 classes"):
+        smoke_test(folder, manifest)

@@ -138,7 +138,7 @@ def gated_package(tmp_path):
 def test_the_gate_command_writes_arrays_listed_with_their_sha256(gated_package, db):
     manifest = json.loads((gated_package / "manifest.json").read_text())
     ood = manifest["gate"]["ood"]
-    assert ood["method"] == "mahalanobis" and ood["threshold"] > 0
+    assert ood["method"] == "pca_residual" and ood["threshold"] > 0
     for member in manifest["members"]:
         assert member["outputs"]["features"] == "pooled2"
         for item in ood["arrays"][member["name"]].values():
@@ -151,11 +151,15 @@ def test_the_gate_command_writes_arrays_listed_with_their_sha256(gated_package, 
     outcomes, _ = ensemble.run(ensemble.prepare(lesions + others, [(None, None, None)] * 9))
     scores = [o.ood_score for o in outcomes]
     assert max(scores[:6]) < min(scores[6:])  # the tiny test model's only feature is the mean pixel
+    # One session per member (members that cannot be fused) exposes the same features: the same scores.
+    separate = Ensemble(Path(version.package_path), manifest_of(version), fuse=False)
+    outcomes, _ = separate.run(separate.prepare(lesions + others, [(None, None, None)] * 9))
+    assert [o.ood_score for o in outcomes] == pytest.approx(scores, rel=1e-4)
 
 
 def test_a_corrupt_gate_array_is_refused_at_registration_naming_the_file(gated_package, db):
     manifest = json.loads((gated_package / "manifest.json").read_text())
-    file = manifest["gate"]["ood"]["arrays"]["member0"]["precision"]["file"]
+    file = manifest["gate"]["ood"]["arrays"]["member0"]["components"]["file"]
     (gated_package / file).write_bytes(b"not an array")
     with pytest.raises(ValidationError, match=file):
         model_register(gated_package)

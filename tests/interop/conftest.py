@@ -59,7 +59,9 @@ def analysed_case(make_case, model_version):
 
 
 def review_and_report(case, dermatologist, *, diagnosis="mel", malignant=True, **kwargs):
-    review = services.review_submit(
+    """Review (or, with ``reason``, correct the issued report of) the case and sign the report."""
+    action = services.review_correct if "reason" in kwargs else services.review_submit
+    review = action(
         actor=dermatologist,
         case=case,
         diagnosis=diagnosis,

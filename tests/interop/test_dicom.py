@@ -143,7 +143,7 @@ def post(client, case, content: bytes, name: str = "image.dcm"):
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_import_stores_reencoded_pixels_only(client_for, clinician, make_case, fmt):
-    case = make_case(1)
+    case = make_case(1, draft=True)  # images are added to drafts (and to cases returned for better images)
     response = post(client_for(clinician), case, dicom_file(fmt=fmt))
     assert response.status_code == 201, response.content
     (created,) = response.json()
@@ -202,7 +202,8 @@ def test_import_into_another_organization_is_404(client_for, other_clinician, ma
 
 def test_import_after_analysis_is_refused(client_for, clinician, analysed_case):
     response = post(client_for(clinician), analysed_case, dicom_file())
-    assert response.status_code == 400
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "illegal_transition"
     assert analysed_case.images.count() == 2
 
 

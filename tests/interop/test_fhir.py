@@ -144,7 +144,13 @@ def test_addendum_amends_the_same_report(client_for, clinician, dermatologist, r
     client = client_for(clinician)
     first = fetch_bundle(client, reported_case)
     review_and_report(
-        reported_case, dermatologist, diagnosis="nv", malignant=False, management="reassure", notes=""
+        reported_case,
+        dermatologist,
+        diagnosis="nv",
+        malignant=False,
+        management="reassure",
+        notes="",
+        reason="Histology: compound naevus, no atypia.",
     )
     second = fetch_bundle(client, reported_case)
     (before,) = resources(first, "DiagnosticReport")

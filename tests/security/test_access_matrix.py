@@ -49,6 +49,9 @@ OBJECT_PARAMS: dict[str, dict[str, str]] = {
     "api:report-download": {"uid": "report"},
     "api:model-version-detail": {"pk": "model"},
     "api:model-version-activate": {"pk": "model"},
+    "api:case-dicom": {"pk": "case"},
+    "api:case-fhir": {"pk": "case"},
+    "case_dicom_zip": {"case_id": "case"},
 }
 # Model versions are platform-wide, not an organization's data: they are checked by role, not organization.
 PLATFORM_OBJECTS = {"model"}

@@ -260,3 +260,28 @@ def test_several_csvs_load_as_one_dataset_and_a_shared_lesion_stays_in_one_fold(
         load_dataset([first, second], strict=True)
     with pytest.raises(DatasetError, match="no such list file"):
         load_dataset(tmp_path / "missing.txt")
+
+
+def test_metadata_dropout_clears_fields_exactly_as_a_blank_would():
+    from inference.preprocessing import metadata_vector
+    from training.__main__ import build_parser
+    from training.data import drop_metadata
+
+    rows = np.stack([metadata_vector(age, sex, site) for age, sex, site in [(45, "female", "torso")] * 4000])
+    rng = np.random.default_rng(0)
+    assert drop_metadata(rows, 0.0, rng) is rows
+    unknown = metadata_vector(None, None, None)
+    assert np.array_equal(drop_metadata(rows, 0.9999999, rng), np.tile(unknown, (4000, 1)))
+    dropped = drop_metadata(rows, 0.3, rng)
+    age_gone = dropped[:, 1] == 1.0
+    sex_gone = np.all(dropped[:, 2:5] == unknown[2:5], axis=1)
+    assert 0.27 < age_gone.mean() < 0.33 and 0.27 < sex_gone.mean() < 0.33
+    assert 0.05 < (age_gone & sex_gone).mean() < 0.13  # the fields drop independently
+    kept = ~age_gone
+    assert np.all(dropped[kept, 0] == rows[kept, 0])
+    for row in dropped[:50]:  # every row is still a valid encoding: one flag or one value per field
+        assert row[0:2].astype(bool).sum() == 1 and row[2:5].sum() == 1 and row[5:12].sum() == 1
+    args = build_parser().parse_args(
+        ["fit", "--data", "a.csv", "--run-dir", "r", "--metadata-dropout", "0.3"]
+    )
+    assert args.metadata_dropout == 0.3

@@ -136,8 +136,13 @@ def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(tra
     args += ["--weights", "none", "--image-size", "32", "--k", "4", "--head-epochs", "1"]
     args += ["--finetune-epochs", "1", "--top-blocks", "2", "--batch-size", "8", "--head-batch", "16"]
     assert (
-        main([*args, "--supervision", "diagnosis", "--cache-variants", "8", "--cache-augment", "true"]) == 0
+        main(
+            [*args, "--supervision", "diagnosis", "--cache-variants", "8", "--cache-augment", "true"]
+            + ["--metadata-dropout", "0.3"]
+        )
+        == 0
     )
+    assert json.loads((run / "config.json").read_text())["metadata_dropout"] == 0.3
     summary = json.loads((run / "summary.json").read_text())
     assert summary["monitor"] == "val_auc" and 0.0 <= summary["best_finetune"] <= 1.0
     history = (run / "history_finetune.csv").read_text().splitlines()[0].split(",")
@@ -156,6 +161,35 @@ def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(tra
     (served,) = session.run(None, {"image": x, "metadata": meta})
     assert served.shape == (3, 1)
     assert np.abs(served - probability).max() <= 1e-4
+
+    # package finds the seven-class softmax the member sums, and the runtime serves it as the differential
+    from inference.package import member_entry
+    from inference.runtime import Ensemble, RuntimeConfig
+    from training.package import find_class_output, ham_differential
+
+    tensor = find_class_output(tmp_path / "dx.onnx", "positive_sum")
+    assert tensor is not None and "Softmax" in tensor
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "dx.onnx").write_bytes((tmp_path / "dx.onnx").read_bytes())
+    from PIL import Image
+
+    from inference.package import read_manifest, write_manifest
+
+    entry = member_entry(
+        "dx", tmp_path / "pkg" / "dx.onnx", spec, "positive_sum", outputs={"classes": tensor}
+    )
+    write_manifest(tmp_path / "pkg", name="dx", version="1", members=[entry], threshold=0.5,
+                   risk_bands={"medium": 0.5, "high": 0.8}, differential=ham_differential())  # fmt: skip
+    manifest, _ = read_manifest(tmp_path / "pkg")
+    ensemble = Ensemble(tmp_path / "pkg", manifest, RuntimeConfig(providers=("CPUExecutionProvider",)))
+    outcomes, _ = ensemble.run(
+        ensemble.prepare([Image.new("RGB", (40, 40), (150, 90, 80))] * 2, [(None,) * 3] * 2)
+    )
+    for outcome in outcomes:
+        assert list(outcome.class_probabilities) == list(HAM_CLASSES)
+        assert sum(outcome.class_probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+        malignant = sum(outcome.class_probabilities[c] for c in ("akiec", "bcc", "mel"))
+        assert malignant == pytest.approx(outcome.probability, abs=1e-5)
 
     # Such a member also travels between machines as fp16 weights (the GPU path) and comes back the same.
     from training.ensemble import export_member_weights, import_member_weights
@@ -370,7 +404,14 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     assert (rule["confidence"], rule["bound_met"]) == (0.95, False)
     assert rule["flagged"] == rule["positives"] == card["validation"]["positives"]
     assert "validate on more malignant cases" in (package / "model_card.md").read_text()
-    assert set(card["validation"]["subgroups"]) == {"source", "sex", "age_band", "site", "diagnosis"}
+    assert set(card["validation"]["subgroups"]) == {
+        "source",
+        "sex",
+        "age_band",
+        "site",
+        "diagnosis",
+        "metadata",
+    }
     assert {"sensitivity", "specificity"} <= set(card["validation"]["subgroups"]["diagnosis"]["mel"])
 
     assert main(["evaluate", "--data", str(csv_path), "--model", str(package), "--json"]) == 0
@@ -406,6 +447,7 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     assert version.status == "candidate"
     from PIL import Image
 
+    from inference.calibration import parse_calibration
     from inference.preprocessing import ImageSpec, image_tensor, metadata_vector
 
     paths = sorted((csv_path.parent / "images").glob("IMG_00*.jpg"))[:4]
@@ -414,8 +456,11 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     x = np.stack([image_tensor(Image.open(p), ImageSpec(32, "squash", "lite")) for p in paths])
     meta = np.stack([metadata_vector(45, "male", "torso")] * 4)
     expected = model([x, meta], training=False).numpy()[:, 0]
-    got = np.array([o.probability for o in outcome.images])
+    got = np.array([o.raw_probability for o in outcome.images])  # before the package's calibration map
     assert np.abs(got - expected).max() <= 1e-4
+    calibration = parse_calibration(manifest["calibration"])
+    served = np.array([o.probability for o in outcome.images])
+    assert np.abs(served - calibration.apply(expected)).max() <= 1e-4
 
 
 def test_package_refuses_an_impossible_threshold_rule_before_exporting(tmp_path, capsys):

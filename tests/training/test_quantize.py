@@ -235,7 +235,9 @@ def test_quantize_rejects_bad_arguments_clearly(workspace, tmp_path):
     assert main([*args, "--out", str(package)]) == 2  # exists
     assert main([*args, "--out", str(tmp_path / "x"), "--fp32-member", "nope"]) == 2
     assert main([*args, "--out", str(tmp_path / "y"), "--split", str(tmp_path / "missing.json")]) == 2
+    assert main([*args, "--out", str(package / "int8")]) == 2  # inside the source package
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not (package / "int8").exists()
 
 
 def test_member_precision_is_optional_and_checked(workspace):
