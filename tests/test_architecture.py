@@ -39,11 +39,11 @@ WORKER_MUST_NOT_LOAD = ("tensorflow", "keras", "tf2onnx", "torch", "training")
 MAX_LINES = 600
 # Files that may still pass the limit, each with the reason; the list only shrinks.
 LONG_FILE_EXCEPTIONS = {
-    # Grown past the limit by #16 (calibration), #20 (AI gate) and #22 (int8) in this release, while their
-    # owners still work on them: split once their branches are final.
-    "inference/runtime.py": "ensemble / member sessions / outputs, after #16 #20 #22 land",
-    "inference/package.py": "manifest / files / gate settings, after #16 #20 #22 land",
-    "benchmarks/inference.py": "raw / end-to-end / Keras baseline, after #20 #22 land",
+    # Grown past the limit by #16 (calibration), #20 (AI gate) and #22 (int8) in this release's last merges;
+    # splitting the pure core then was left for a follow-up rather than done blind (see docs/architecture.md).
+    "inference/runtime.py": "to split: sessions and fusion / the ensemble / the session cache",
+    "inference/package.py": "to split: manifest parsing / files and zip / gate settings",
+    "benchmarks/inference.py": "to split: raw throughput / end to end / Keras baseline",
 }
 
 
