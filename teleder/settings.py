@@ -262,9 +262,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "learning.tasks.check_drift",
         "schedule": float(os.environ.get("TELEDER_DRIFT_INTERVAL_S", "86400")),
     },
+    # Reviews whose report task was lost: the same interval as the analysis sweeper.
     "sweep-missing-reports": {
         "task": "cases.reports.tasks.sweep_missing_reports",
-        "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "60")),
+        "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "30")),
     },
 }
 # Drift monitoring (learning.monitoring): the window compared, its reference, and when a shift alerts.
