@@ -61,7 +61,7 @@ class MemberSpec:
     output: str
     image: ImageSpec
     # Extra graph tensors the runtime exposes as outputs at load time (the member file is not changed):
-    # key (e.g. "classes") -> tensor name inside the member's graph. See ``inference.runtime.expose_outputs``.
+    # key (e.g. "classes") -> tensor name inside the member's graph. See ``inference.sessions.expose_outputs``.
     outputs: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"
 
