@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         package, origin = resolve_package(args)
         if package.suffix == ".zip":
-            from inference.package import extract_zip
+            from inference.archive import extract_zip
 
             package = extract_zip(package, scratch / "package")
         from inference.package import read_manifest

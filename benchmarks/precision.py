@@ -275,7 +275,7 @@ def run_comparison(args, *, images: list[bytes], script: Path, log) -> int:
         for k, given in enumerate(args.package):
             path = Path(given).resolve()
             if path.suffix == ".zip":
-                from inference.package import extract_zip
+                from inference.archive import extract_zip
 
                 path = extract_zip(path, scratch / f"package{k}")
             packages.append(path)

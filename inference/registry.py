@@ -19,12 +19,12 @@ from django.utils import timezone
 from cases.audit import AuditAction, audit_record
 from cases.models import User
 from inference import runtime
+from inference.archive import extract_zip
 from inference.models import ModelStatus, ModelVersion
 from inference.package import (
     MANIFEST_NAME,
     Manifest,
     PackageError,
-    extract_zip,
     model_card_file,
     package_files,
     parse_manifest,

@@ -129,7 +129,8 @@ def save_plots(
 
 def load_package(model: str | Path):
     """(folder, manifest) for a package folder/zip, or for ``active`` (the registry's active version)."""
-    from inference.package import extract_zip, read_manifest
+    from inference.archive import extract_zip
+    from inference.package import read_manifest
 
     if str(model) == "active":
         import os

@@ -7,7 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from inference.package import PackageError, extract_zip, parse_manifest, read_manifest, verify_files
+from inference.archive import extract_zip
+from inference.package import PackageError, parse_manifest, read_manifest, verify_files
 from tests.support.onnx_models import build_package
 
 
