@@ -396,6 +396,10 @@ class CaseListSerializer(serializers.ModelSerializer):
 class CaseStatusSerializer(serializers.ModelSerializer):
     status = serializers.ChoiceField(choices=CaseStatus.choices)
     risk_band = serializers.ChoiceField(choices=[*RiskBand.choices, ("", "Not analysed")])
+    ai_assessment = serializers.ChoiceField(
+        choices=[*CaseAssessment.choices, ("", "Not analysed")],
+        help_text="AI safety gate: `assessed`, `partial` or `not_assessed`; empty until analysed.",
+    )
     done = serializers.SerializerMethodField(
         help_text="True once polling can stop: the signed report is available (status `reported`, "
         "`report.state` `available`) or the analysis failed (status `failed`). Not at `reviewed`: the report "

@@ -425,6 +425,23 @@ class CaseImagesView(ApiView):
 
 
 class CaseReviewView(ApiView):
+    error_responses = {
+        "POST": {
+            "409": (
+                "The case already has a review (`fields.existing_review` holds its id), or its status does not "
+                "allow a review now.",
+                [
+                    (
+                        "already_reviewed",
+                        "This case was already reviewed (review 12 by Dr Demo). To change the report, use "
+                        "'Correct this report' and give a reason.",
+                    ),
+                    ("illegal_transition", "A case that is analysing cannot become reviewed."),
+                ],
+            )
+        }
+    }
+
     @extend_schema(
         tags=["review"],
         summary="Submit the dermatologist's review",
