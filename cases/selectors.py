@@ -32,15 +32,14 @@ from cases.models import (
     Review,
     User,
 )
-from cases.permissions import can_open_review_queue, cases_visible_to, reports_visible_to
-
-# Re-exported for code written before cases.permissions existed (other branches of this release); new code
-# imports them from cases.permissions.
-from cases.permissions import can_review as can_review
-from cases.permissions import can_submit as can_submit
-from cases.permissions import lesions_visible_to as lesions_visible_to
-from cases.permissions import organizations_for as organizations_for
-from cases.permissions import patients_visible_to as patients_visible_to
+from cases.permissions import (
+    can_open_review_queue,
+    cases_visible_to,
+    lesions_visible_to,
+    organizations_for,
+    patients_visible_to,
+    reports_visible_to,
+)
 from cases.vocabulary import Priority
 
 

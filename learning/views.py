@@ -7,7 +7,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from cases.selectors import organizations_for
+from cases.permissions import organizations_for
 from cases.views.common import role_required
 from cases.vocabulary import Role
 from learning.forms import AgreementFilterForm

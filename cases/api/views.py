@@ -36,7 +36,7 @@ def _me(user: User) -> dict:
         "display_name": user.display_name,
         "email": user.email,
         "role": user.role,
-        "organizations": selectors.organizations_for(user).order_by("name"),
+        "organizations": permissions.organizations_for(user).order_by("name"),
         "can_submit_cases": user.role in permissions.SUBMITTERS,
         "can_review_cases": user.role in permissions.REVIEWERS,
     }
@@ -172,7 +172,7 @@ class OrganizationListView(ApiView):
     )
     def get(self, request: Request) -> Response:
         return self.page(
-            selectors.organizations_for(request.user).order_by("name", "pk"), s.OrganizationSerializer
+            permissions.organizations_for(request.user).order_by("name", "pk"), s.OrganizationSerializer
         )
 
 
@@ -245,7 +245,7 @@ class LesionListView(ApiView):
     )
     def get(self, request: Request) -> Response:
         params = self.query(s.LesionFilterSerializer)
-        qs = selectors.lesions_visible_to(request.user).order_by("patient_id", "pk")
+        qs = permissions.lesions_visible_to(request.user).order_by("patient_id", "pk")
         if "patient" in params:
             qs = qs.filter(patient_id=params["patient"])
         return self.page(qs, s.LesionSerializer)

@@ -10,7 +10,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from cases import selectors, services
+from cases import permissions, selectors, services
 from cases.api import serializers as s
 from cases.api.views import ApiView
 from cases.models import Review
@@ -39,7 +39,7 @@ class CaseCorrectionView(ApiView):
     )
     def post(self, request: Request, pk: int) -> Response:
         case = selectors.case_get(request.user, pk)
-        if not selectors.can_review(request.user, case):
+        if not permissions.can_review(request.user, case):
             raise PermissionDenied("Only a dermatologist serving this organization can correct this report.")
         data = self.body(s.CorrectionCreateSerializer)
         review = services.review_correct(
@@ -88,7 +88,7 @@ class CaseImageRequestView(ApiView):
     )
     def post(self, request: Request, pk: int) -> Response:
         case = selectors.case_get(request.user, pk)
-        if not selectors.can_review(request.user, case):
+        if not permissions.can_review(request.user, case):
             raise PermissionDenied("Only a dermatologist serving this organization can request images.")
         data = self.body(s.ImageRequestCreateSerializer)
         image_request = services.case_request_images(

@@ -44,7 +44,7 @@ def home(request: HttpRequest) -> HttpResponse:
 
 
 def _submit_organizations(user):
-    return [org for org in selectors.organizations_for(user) if permissions.can_submit(user, org)]
+    return [org for org in permissions.organizations_for(user) if permissions.can_submit(user, org)]
 
 
 @role_required(*SUBMITTERS)
@@ -82,7 +82,7 @@ def patient_list(request: HttpRequest) -> HttpResponse:
 @require_GET
 def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
     patient = selectors.patient_get(request.user, patient_id)
-    lesions = selectors.lesions_visible_to(request.user).filter(patient=patient)
+    lesions = permissions.lesions_visible_to(request.user).filter(patient=patient)
     cases = selectors.cases_visible_to(request.user).filter(lesion__patient=patient)
     return render(
         request, "cases/patient_detail.html", {"patient": patient, "lesions": lesions, "cases": cases}
@@ -106,8 +106,8 @@ def case_create(request: HttpRequest) -> HttpResponse:
     """The new-case form. A repeated submit (same hidden submission key) leads to the case already made; a
     failed submit keeps every field and every valid image."""
     user = request.user
-    patients = selectors.patients_visible_to(user)
-    lesions = selectors.lesions_visible_to(user)
+    patients = permissions.patients_visible_to(user)
+    lesions = permissions.lesions_visible_to(user)
     staging = StagedImages(user)
     kept = [token for token in request.POST.getlist("kept_images") if StagedImages.valid_token(token)]
     if request.method == "GET":

@@ -23,7 +23,7 @@ ANSWERABLE = (CaseStatus.AWAITING_REVIEW, CaseStatus.REVIEWED, CaseStatus.REPORT
 def review_queue(request: HttpRequest) -> HttpResponse:
     """Cases of the organizations the user serves: urgent first, then highest AI risk, then the longest
     waiting (``selectors.review_queue``)."""
-    organizations = selectors.organizations_for(request.user)
+    organizations = permissions.organizations_for(request.user)
     filters = QueueFilterForm(request.GET or None, organizations=organizations)
     chosen = filters.cleaned_data if filters.is_valid() else {}
     organization, band, status, priority = (
