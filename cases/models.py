@@ -348,10 +348,13 @@ class Review(models.Model):
     follow_up_months = models.PositiveSmallIntegerField(null=True, blank=True)
     notes = models.TextField(blank=True, max_length=5000)
     ai_flagged = models.BooleanField(
-        null=True, help_text="Whether the AI's risk was at or above its threshold; empty when not assessed."
+        null=True,
+        blank=True,
+        help_text="Whether the AI's risk was at or above its threshold; empty when not assessed.",
     )
     agrees_with_ai = models.BooleanField(
         null=True,
+        blank=True,
         help_text="Derived: whether the malignant call matches the AI flag; empty when the AI did not assess.",
     )
     justification = models.TextField(

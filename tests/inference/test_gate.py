@@ -85,6 +85,26 @@ def test_an_all_blank_case_reaches_the_queue_as_not_assessed(
     assert "AI could not assess" in review_page and "too dark" in review_page
 
 
+def test_a_case_the_ai_could_not_assess_can_be_reviewed(clinician, lesion, active_model, dermatologist):
+    """Regression (found by the container smoke test): the review of a not-assessed case has no AI flag and
+    no agreement, and must be signed all the same."""
+    from rest_framework.test import APIClient
+
+    blank = analysed(submit(clinician, lesion, [flat((255, 255, 255))]))
+    api = APIClient()
+    api.force_authenticate(dermatologist)
+    response = api.post(
+        f"/api/v1/cases/{blank.pk}/reviews/",
+        {"diagnosis": "mel", "malignant": True, "management": "biopsy", "notes": "Excise."},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    review = blank.reviews.get()
+    assert review.ai_flagged is None and review.agrees_with_ai is None
+    blank.refresh_from_db()
+    assert blank.status == CaseStatus.REVIEWED
+
+
 # OOD arrays in a package ------------------------------------------------------------------------------
 
 
