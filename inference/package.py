@@ -478,9 +478,17 @@ def _parse_ood(ood: Any, data: dict, names: list[str]) -> dict | None:
     if threshold <= 0:
         raise PackageError(f"{where}.threshold must be positive")
     arrays = _require(ood, "arrays", dict, where)
-    if set(arrays) != set(names):
-        raise PackageError(f"{where}.arrays must have one entry per member ({', '.join(names)})")
+    # The gate scores the members it was fitted on: all of them, or some (a member added to a package later
+    # serves its probability without being part of the gate until the gate is fitted again).
+    unknown = sorted(set(arrays) - set(names))
+    if not arrays or unknown:
+        raise PackageError(
+            f"{where}.arrays must have one entry per gated member, each one of {', '.join(names)}"
+            + (f" (not a member: {', '.join(unknown)})" if unknown else "")
+        )
     for index, name in enumerate(names):
+        if name not in arrays:
+            continue
         outputs = data["members"][index].get("outputs") or {}
         if not isinstance(outputs, dict) or not isinstance(outputs.get(output), str):
             raise PackageError(f"member '{name}': outputs.{output} (the gate's feature tensor) is missing")

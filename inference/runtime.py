@@ -101,7 +101,11 @@ def feature_outputs(manifest: Manifest) -> dict[int, str] | None:
     ood = gate_ood_spec(manifest)
     if ood is None:
         return None
-    return {k: member_output(manifest, k, ood["output"]) for k in range(len(manifest.members))}
+    return {
+        k: member_output(manifest, k, ood["output"])
+        for k, member in enumerate(manifest.members)
+        if member.name in ood["arrays"]
+    }
 
 
 def load_ood_gate(folder: Path, manifest: Manifest) -> OodGate | None:
@@ -112,6 +116,8 @@ def load_ood_gate(folder: Path, manifest: Manifest) -> OodGate | None:
         return None
     members = {}
     for member in manifest.members:
+        if member.name not in ood["arrays"]:
+            continue  # not part of the gate (added after the gate was fitted)
         files = {name: Path(folder) / item["file"] for name, item in ood["arrays"][member.name].items()}
         try:
             members[member.name] = load_member(ood["method"], files)

@@ -171,26 +171,16 @@ def _recipe(config: dict) -> str:
     return f"{supervision}; {tuned}, {mode}; lr {config.get('finetune_lr')}; seed {config.get('seed')}"
 
 
-def _cmd_package(args) -> int:
+def _export_runs(items: list[str], out: Path, tolerance: float) -> list[dict]:
+    """``--member NAME=RUN_DIR`` items exported to ONNX into ``out`` (with their Keras parity check)."""
     from training.export import export_member
-    from training.package import build_package
 
-    if not 0.0 < args.target_sensitivity <= 1.0:
-        raise ValueError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
-    if not 0.0 <= args.sensitivity_confidence < 1.0:
-        raise ValueError(f"--sensitivity-confidence must be in [0, 1), got {args.sensitivity_confidence}")
-    if bool(args.member) == bool(args.from_package):
-        raise ValueError("give either --member NAME=RUN_DIR (repeatable) or --from-package PACKAGE")
-    if args.from_package:
-        return _repackage(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     members = []
-    for item in args.member:
+    for item in items:
         name, _, run = item.partition("=")
-        if not run:
+        if not name or not run:
             raise ValueError(f"--member {item!r}: expected NAME=RUN_DIR")
-        result = export_member(run, out / f"{name}.onnx", tolerance=args.tolerance)
+        result = export_member(run, out / f"{name}.onnx", tolerance=tolerance)
         summary_path = Path(run) / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         config_path = Path(run) / "config.json"
@@ -207,6 +197,25 @@ def _cmd_package(args) -> int:
                 "training_summary": summary,
             }
         )
+    return members
+
+
+def _cmd_package(args) -> int:
+    from training.package import build_package
+
+    if not 0.0 < args.target_sensitivity <= 1.0:
+        raise ValueError(f"--target-sensitivity must be in (0, 1], got {args.target_sensitivity}")
+    if not 0.0 <= args.sensitivity_confidence < 1.0:
+        raise ValueError(f"--sensitivity-confidence must be in [0, 1), got {args.sensitivity_confidence}")
+    if not args.member and not args.from_package:
+        raise ValueError("give --member NAME=RUN_DIR (repeatable), --from-package PACKAGE, or both")
+    if args.drop_member and not args.from_package:
+        raise ValueError("--drop-member names a member of --from-package's package")
+    if args.from_package:
+        return _repackage(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    members = _export_runs(args.member, out, args.tolerance)
     differential = _declare_class_output(members, args.class_output)
     first_run = Path(args.member[0].partition("=")[2])
     split = args.split or str(first_run / "split.json")
@@ -277,7 +286,31 @@ def _repackage(args) -> int:
     if not args.version or args.version == manifest.version:
         raise ValueError(f"give the new package a new --version (the source is {manifest.version})")
     members, training, tta = members_from_package(source, manifest)
+    names = [m["name"] for m in members]
+    unknown = sorted(set(args.drop_member or ()) - set(names))
+    if unknown:
+        raise ValueError(f"--drop-member {unknown[0]!r}: the package's members are {', '.join(names)}")
+    members = [m for m in members if m["name"] not in set(args.drop_member or ())]
     differential = manifest.differential.to_dict() if manifest.differential else None
+    if args.member:
+        # Members trained since: exported next to the package's (kept byte for byte), each with its own
+        # differential output found in its graph; the manifest's differential entry stays the package's.
+        clash = sorted({i.partition("=")[0] for i in args.member} & {m["name"] for m in members})
+        if clash:
+            raise ValueError(f"--member {clash[0]!r}: the package already has a member of that name")
+        out.mkdir(parents=True, exist_ok=True)
+        added = _export_runs(args.member, out, args.tolerance)
+        if differential is not None and _declare_class_output(added, "auto") is None:
+            raise ValueError(
+                "the new members have no seven-class softmax: the package's differential needs one"
+            )
+        training["members"] = {
+            **{k: v for k, v in training.get("members", {}).items() if k in {m["name"] for m in members}},
+            **{m["name"]: m.pop("training_summary") for m in added},
+        }
+        members += added
+    if not members:
+        raise ValueError("no member left: --drop-member removed them all")
     if args.class_output != "auto" or differential is None:
         differential = _declare_class_output(members, args.class_output) or (
             differential if args.class_output == "auto" else None
@@ -424,8 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--member", action="append", help="NAME=RUN_DIR (repeat per member)")
     p.add_argument(
         "--from-package",
-        help="reuse an existing package's members (folder, .zip or 'active') instead of exporting runs: "
-        "choose its threshold again on --split and write a new package (give it a new --version)",
+        help="reuse an existing package's members (folder, .zip or 'active'), byte for byte: choose its "
+        "threshold again on --split and write a new package (give it a new --version); with --member, runs "
+        "are exported and added to them, with --drop-member some are left out",
+    )
+    p.add_argument(
+        "--drop-member",
+        action="append",
+        help="with --from-package: leave out this member of that package (repeatable); --member adds runs",
     )
     p.add_argument("--out", required=True, help="package folder")
     p.add_argument("--name", help="package name (default: teleder-derm, or the --from-package one's)")

@@ -400,6 +400,42 @@ def make_split(dataset: Dataset, *, k: int = 5, fold: int = 0, seed: int = 0, de
     )
 
 
+def extend_split(
+    base: Split, dataset: Dataset, *, k: int = 5, fold: int = 0, seed: int = 0, dedup: bool = True
+) -> Split:
+    """``base`` kept as it is, the images of ``dataset`` it does not name split into folds like
+    ``make_split`` (lesion groups and near-duplicates kept together, stratified by label x source).
+
+    Members trained on ``base.train`` stay unbiased on the new validation side: no image, lesion group or
+    near-duplicate of a ``base`` image may land on the other side. Raises DatasetError when one would."""
+    if not 0 <= fold < k:
+        raise DatasetError(f"fold {fold} is outside 0..{k - 1}")
+    known = dict.fromkeys(base.train, "train") | dict.fromkeys(base.val, "val")
+    if dedup:
+        near_duplicate_groups(dataset)
+    new = [i for i, r in enumerate(dataset.records) if r.image_id not in known]
+    if not new:
+        raise DatasetError("the data hold no image that the base split does not already name")
+    folds = group_folds(dataset.subset(new), k=k, seed=seed)
+    side = dict(known)
+    for index, f in zip(new, folds, strict=True):
+        side[dataset.records[index].image_id] = "val" if f == fold else "train"
+    sides_of_group: dict[str, set[str]] = defaultdict(set)
+    for record in dataset.records:
+        sides_of_group[record.group].add(side[record.image_id])
+    straddling = sorted(g for g, sides in sides_of_group.items() if len(sides) > 1)
+    if straddling:
+        raise DatasetError(
+            f"{len(straddling)} lesion groups would straddle the base split and the new images, "
+            f"e.g. {straddling[:3]}: the new data share lesions (or near-duplicates) with the base split"
+        )
+    ids = [r.image_id for r in dataset.records]
+    missing = [i for i in known if i not in set(ids)]
+    if missing:
+        raise DatasetError(f"the base split names {len(missing)} images not in the data, e.g. {missing[:3]}")
+    return Split([i for i in ids if side[i] == "train"], [i for i in ids if side[i] == "val"], fold, k, seed)
+
+
 # ---------------------------------------------------------------- tensors
 
 

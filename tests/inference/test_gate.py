@@ -197,6 +197,32 @@ def test_a_gate_array_of_the_wrong_shape_is_refused_naming_the_file(gated_packag
         model_register(gated_package)
 
 
+def test_a_member_added_after_the_gate_was_fitted_serves_outside_the_gate(gated_package, db, tmp_path):
+    """A package grown by a member (``package --from-package --member``) keeps the gate fitted on the others:
+    the new member's probability counts, the gate's score is the gated members' alone."""
+    before = model_register(gated_package)
+    images = [_lesion_like(2000 + i) for i in range(3)] + [generate("text", 1)]
+    gated = Ensemble(Path(before.package_path), manifest_of(before))
+    expected, _ = gated.run(gated.prepare(images, [(None, None, None)] * 4))
+    manifest = json.loads((gated_package / "manifest.json").read_text())
+    arrays = manifest["gate"]["ood"]["arrays"]
+    member1 = arrays.pop("member1")
+    manifest["version"] = "2.0.1"
+    (gated_package / "manifest.json").write_text(json.dumps(manifest))
+    partial = model_register(gated_package)
+    ensemble = Ensemble(Path(partial.package_path), manifest_of(partial))
+    assert list(ensemble.ood.members) == ["member0"]
+    outcomes, _ = ensemble.run(ensemble.prepare(images, [(None, None, None)] * 4))
+    assert [o.probability for o in outcomes] == pytest.approx([o.probability for o in expected])
+    member0_only = [o.ood_score for o in outcomes]
+    assert max(member0_only[:3]) < member0_only[3]
+    arrays["member1"], arrays["stranger"] = member1, member1
+    manifest["version"] = "2.0.2"
+    (gated_package / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValidationError, match="not a member: stranger"):
+        model_register(gated_package)
+
+
 def test_a_package_without_gate_arrays_serves_with_the_gate_off(active_model, platform_admin, client):
     client.force_login(platform_admin)
     page = client.get(reverse("model_detail", args=[active_model.pk])).content.decode()

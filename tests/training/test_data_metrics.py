@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from training import evaluate as ev
-from training.data import DatasetError, Split, load_dataset, make_split
+from training.data import DatasetError, Split, extend_split, load_dataset, make_split
 
 FIELDS = [
     "image_id",
@@ -260,6 +260,28 @@ def test_several_csvs_load_as_one_dataset_and_a_shared_lesion_stays_in_one_fold(
         load_dataset([first, second], strict=True)
     with pytest.raises(DatasetError, match="no such list file"):
         load_dataset(tmp_path / "missing.txt")
+
+
+def test_extending_a_split_keeps_its_sides_and_splits_only_the_new_images_by_lesion(tmp_path):
+    first = write_dataset(tmp_path / "a", bad=False)
+    base = make_split(load_dataset(first), k=4, fold=0, seed=1)
+    second = _second_csv(tmp_path / "b", shared_lesion="B-own")
+    both = load_dataset([first, second])
+    split = extend_split(base, both, k=3, fold=1, seed=2)
+    assert set(base.train) <= set(split.train) and set(base.val) <= set(split.val)
+    new_val = set(split.val) - set(base.val)
+    assert new_val and new_val < {f"B_{i:03d}" for i in range(24)}
+    assert len(split.train) + len(split.val) == 64
+    groups = {r.image_id: r.group for r in both.records}
+    assert not {groups[i] for i in split.train} & {groups[i] for i in split.val}
+    # a lesion photographed in both sets, on the base's training side, cannot be split away from it
+    train_lesion = next(r.group for r in load_dataset(first).records if r.image_id in base.train)
+    clash = _second_csv(tmp_path / "c", shared_lesion=train_lesion)
+    with pytest.raises(DatasetError, match="straddle"):
+        for seed in range(6):  # some seed puts B_001 on the validation side
+            extend_split(base, load_dataset([first, clash]), k=2, fold=0, seed=seed)
+    with pytest.raises(DatasetError, match="no image"):
+        extend_split(base, load_dataset(first))
 
 
 def test_metadata_dropout_clears_fields_exactly_as_a_blank_would():

@@ -439,6 +439,24 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     assert second["threshold"] >= manifest["threshold"]
     assert json.loads((again / "model_card.json").read_text())["members"][0]["parity_max_abs_diff"] <= 1e-4
 
+    # A member trained since joins the package's members (kept byte for byte); another can be left out.
+    mixed = tmp_path / "mixed"
+    grow = [*rethreshold, "--out", str(mixed), "--version", "0.1.0"]
+    assert main([*grow, "--drop-member", "m9"]) == 2
+    assert "--drop-member 'm9': the package's members are m0" in capsys.readouterr().err
+    assert main([*grow, "--member", f"m0={run}"]) == 2
+    assert "the package already has a member of that name" in capsys.readouterr().err
+    assert main([*grow, "--member", f"m0={run}", "--drop-member", "m0"]) == 0  # replaced by a fresh export
+    assert main([*grow[:-1], "0.1.1", "--out", str(tmp_path / "mixed2"), "--member", f"m1={run}"]) == 0
+    capsys.readouterr()
+    grown = json.loads((tmp_path / "mixed2" / "manifest.json").read_text())
+    assert [m["name"] for m in grown["members"]] == ["m0", "m1"]
+    assert grown["members"][0]["sha256"] == manifest["members"][0]["sha256"]
+    assert set(json.loads((tmp_path / "mixed2" / "model_card.json").read_text())["training"]["members"]) == {
+        "m0",
+        "m1",
+    }
+
     # The registered package serves the same probabilities as the Keras model (TTA off to compare directly).
     settings.TELEDER_MODEL_DIR = tmp_path / "models"
     manifest["tta"] = {"hflip": False}
@@ -471,8 +489,12 @@ def test_package_refuses_an_impossible_threshold_rule_before_exporting(tmp_path,
     assert "--sensitivity-confidence must be in [0, 1)" in capsys.readouterr().err
     assert main([*args, "--target-sensitivity", "0"]) == 2
     assert "--target-sensitivity must be in (0, 1]" in capsys.readouterr().err
-    assert main([*args, "--from-package", str(tmp_path)]) == 2
-    assert "either --member NAME=RUN_DIR (repeatable) or --from-package" in capsys.readouterr().err
+    assert main(["package", "--out", str(tmp_path / "p")]) == 2
+    assert (
+        "give --member NAME=RUN_DIR (repeatable), --from-package PACKAGE, or both" in capsys.readouterr().err
+    )
+    assert main([*args, "--drop-member", "m0"]) == 2
+    assert "--drop-member names a member of --from-package's package" in capsys.readouterr().err
     rethreshold = ["package", "--from-package", str(tmp_path / "nope"), "--out", str(tmp_path / "p")]
     assert main([*rethreshold, "--version", "2"]) == 2
     assert "is not a model package" in capsys.readouterr().err
