@@ -84,7 +84,13 @@ def fit_config(args, cache) -> object:
 
 def environment() -> dict:
     """What the machine offers (recorded with every run)."""
-    info: dict = {"python": sys.version.split()[0], "keras_backend": os.environ.get("KERAS_BACKEND")}
+    from PIL import features
+
+    info: dict = {
+        "python": sys.version.split()[0],
+        "keras_backend": os.environ.get("KERAS_BACKEND"),
+        "pillow_webp": features.check("webp"),  # a WebP cache needs it
+    }
     try:
         import torch
 
@@ -223,7 +229,7 @@ def plan(args) -> int:
     ]
     tree, largest = _tree_bytes(root)
     folder = Path(args.cache)
-    fixed = [str(WHEELS), str(weights), str(folder / INDEX), str(folder / "split.json")]
+    fixed = [str(WHEELS), str(weights), str(folder / INDEX)]  # the index holds the split too
     fixed_bytes = tree + sum(_size(Path(p)) for p in fixed if Path(p).exists())
     parts = [(str(folder / p["file"]), p["bytes"]) for p in cache.index["parts"]]
     calls: list[dict] = []

@@ -1,16 +1,18 @@
 """Train the default ensemble's members one after another under one time budget, and move trained weights between
-machines as small fp16 ``.npz`` files (the lent GPU machine has JAX but no TensorFlow: members train there with
-``KERAS_BACKEND=jax`` and are imported here into the TensorFlow-backend model for ONNX export).
+machines as small fp16 ``.npz`` files (a lent GPU machine has PyTorch but no TensorFlow: a member trains there
+with ``KERAS_BACKEND=torch``, see ``training.device``, and is imported here into the TensorFlow-backend model for
+ONNX export). A member whose weights pass 15 MiB travels as ``NAME.part1.npz``, ``NAME.part2.npz``, ...
 
-    KERAS_BACKEND=jax python -m training.ensemble train --data DATA/labels.csv \
-        --split models/default/training/split.json --runs runs/gpu --out OUT --minutes 8
-    python -m training.ensemble import OUT/lite0.npz OUT/lite0.json --run-dir runs/default/lite0
+    python -m training.ensemble train --data DATA/labels.csv --split models/default/training/split.json \
+        --runs runs/ensemble --out OUT --minutes 60
+    python -m training.ensemble import OUT/lite0a.npz OUT/lite0a.json --run-dir runs/default/lite0a [--data CSV]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -253,7 +255,11 @@ def main(argv: list[str] | None = None) -> int:
         *npz, record = args.files
         if not npz or record.suffix != ".json" or any(p.suffix != ".npz" for p in npz):
             parser.error("import takes NAME.npz (or its .partN.npz files) and then NAME.json")
-        print(import_member_weights(npz, record, args.run_dir, data=args.data))
+        try:
+            print(import_member_weights(npz, record, args.run_dir, data=args.data))
+        except (ValueError, FileNotFoundError) as exc:  # a missing part, a file of another member
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

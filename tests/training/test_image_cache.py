@@ -32,7 +32,7 @@ def test_cache_packs_every_split_image_into_parts_under_the_limit(tmp_path, caps
     code, out, captured = build(tmp_path, capsys, "--part-mib", "0.01")
     assert code == 0, captured.err
     summary = json.loads(captured.out.strip().splitlines()[-1])
-    index = json.loads((out / "index.json").read_text())
+    index = ImageCache(out).index
     assert summary["images"] == 40 and summary["train"] + summary["val"] == 40
     assert summary["parts"] == len(index["parts"]) > 1
     for part in index["parts"]:
@@ -91,9 +91,7 @@ def test_cache_round_trips_labels_metadata_split_and_pixels(tmp_path, capsys):
     assert pixels.shape == reference.shape == (len(split.val), 32, 32, 3)
     error = np.abs(pixels.astype(np.int16) - reference).mean()
     assert error < 1.0  # the resize is the shared one; the encoder loses a little (chroma subsampling)
-    assert error == pytest.approx(
-        json.loads((out / "index.json").read_text())["encoding_error"]["mean_abs"], abs=1.0
-    )
+    assert error == pytest.approx(cache.index["encoding_error"]["mean_abs"], abs=1.0)
 
 
 def test_cache_keeps_lesions_together_and_a_given_split_exactly(tmp_path, capsys):
@@ -159,7 +157,7 @@ def test_plan_splits_the_cache_over_calls_within_the_limit(tmp_path, capsys, mon
     (repo / ".device" / "weights" / "lite0.npz").write_bytes(b"n" * 4000)
     out.rename(repo / "cache")
     monkeypatch.chdir(repo)
-    index = json.loads((repo / "cache" / "index.json").read_text())
+    index = ImageCache(repo / "cache").index
 
     assert device_main(["plan", "--cache", "cache", "--member", "lite0a", "--call-mib", "0.02"]) == 0
     plan = json.loads(capsys.readouterr().out)
@@ -173,7 +171,7 @@ def test_plan_splits_the_cache_over_calls_within_the_limit(tmp_path, capsys, mon
     assert len(carried) == len(set(carried))  # each part travels once
     assert all("check --cache cache" in call["command"] for call in calls[:-1])
     last = calls[-1]
-    assert {".whl", ".device/weights/lite0.npz", "cache/index.json", "cache/split.json"} <= set(last["carry"])
+    assert {".whl", ".device/weights/lite0.npz", "cache/index.json.gz"} <= set(last["carry"])
     assert "train --cache cache --member lite0a" in last["command"] and last["timeout_s"] <= 600
 
     (repo / "big.onnx").write_bytes(b"o" * 30000)  # an untracked, unignored file travels too
@@ -181,3 +179,13 @@ def test_plan_splits_the_cache_over_calls_within_the_limit(tmp_path, capsys, mon
     assert "big.onnx" in json.loads(capsys.readouterr().out)["problems"][-1]
     assert device_main(["plan", "--cache", "cache", "--minutes", "12"]) == 2
     assert "600 s" in json.loads(capsys.readouterr().out)["problems"][0]
+
+
+def test_the_epoch_budget_fills_the_time_left_and_keeps_a_reserve():
+    from training.fit.run import budget_epochs
+
+    # 600 s budget, 5 % kept back: 570 - 100 s spent leaves 470 s, nine more 50 s epochs after the first
+    assert budget_epochs(budget_s=600, elapsed_s=100, epoch_s=50, done=1, cap=200) == 10
+    assert budget_epochs(budget_s=600, elapsed_s=100, epoch_s=50, done=1, cap=6) == 6
+    assert budget_epochs(budget_s=600, elapsed_s=590, epoch_s=50, done=2, cap=200) == 2  # over: no more
+    assert budget_epochs(budget_s=600, elapsed_s=0, epoch_s=0.0, done=1, cap=30) == 30
