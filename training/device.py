@@ -64,7 +64,7 @@ def fit_config(args, cache) -> object:
         supervision="diagnosis",
         head_epochs=args.head_epochs,
         head_lr=1e-3,
-        head_batch=256,
+        head_batch=args.head_batch,
         finetune_epochs=args.max_epochs,
         finetune_lr=args.lr,
         top_blocks=-1,
@@ -240,16 +240,18 @@ def plan(args) -> int:
             last.append((path, size))
             room -= size
     ahead = [p for p in parts if p not in last]
-    batch: list[tuple[str, int]] = []
+    # transfer calls carry the index too, so that `check` there can say which parts have arrived
+    base = tree + _size(folder / INDEX)
+    batch: list[tuple[str, int]] = [(str(folder / INDEX), 0)]
     for path, size in ahead:
-        if batch and (tree + sum(s for _, s in batch) + size > limit or len(batch) == 8):
-            calls.append({"carry": [p for p, _ in batch], "bytes": tree + sum(s for _, s in batch)})
-            batch = []
-        if tree + size > limit:
+        if len(batch) > 1 and (base + sum(s for _, s in batch) + size > limit or len(batch) == 8):
+            calls.append({"carry": [p for p, _ in batch], "bytes": base + sum(s for _, s in batch)})
+            batch = [(str(folder / INDEX), 0)]
+        if base + size > limit:
             problems.append(f"{path} ({size / 2**20:.1f} MiB) does not fit in a call beside the tree")
         batch.append((path, size))
-    if batch:
-        calls.append({"carry": [p for p, _ in batch], "bytes": tree + sum(s for _, s in batch)})
+    if len(batch) > 1:
+        calls.append({"carry": [p for p, _ in batch], "bytes": base + sum(s for _, s in batch)})
     for call in calls:
         call["command"] = f"bash scripts/device_train.sh check --cache {folder}"
         call["timeout_s"] = 120
@@ -277,7 +279,10 @@ def plan(args) -> int:
     result = {
         "tree_mib": round(tree / 2**20, 2),
         "cache_mib": round(sum(s for _, s in parts) / 2**20, 2),
-        "calls": [{**c, "mib": round(c.pop("bytes") / 2**20, 2)} for c in calls],
+        "calls": [
+            {**{k: v for k, v in c.items() if k != "bytes"}, "mib": round(c["bytes"] / 2**20, 2)}
+            for c in calls
+        ],
         "problems": problems,
     }
     print(json.dumps(result, indent=1))
@@ -308,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4, help="fine-tuning learning rate at the cosine's top")
     p.add_argument("--head-epochs", type=int, default=10)
+    p.add_argument(
+        "--head-batch", type=int, default=256, help="batch of the frozen feature pass and the head"
+    )
     p.add_argument("--max-epochs", type=int, default=200, help="upper bound on fine-tuning epochs")
     p.add_argument("--metadata-dropout", type=float, default=0.3)
     p.add_argument("--precision", default="auto", help="auto, off, float16 or bfloat16")
@@ -321,7 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--member", default="lite0a")
     p.add_argument("--weights", help="default .device/weights/<variant>.npz")
     p.add_argument("--minutes", type=float, default=8.5)
-    p.add_argument("--call-mib", type=float, default=64.0, help="what one call may carry in all (default 64)")
+    p.add_argument(
+        "--call-mib",
+        type=float,
+        default=63.0,
+        help="what one call may carry in all (default 63: 64 less a margin)",
+    )
     args = parser.parse_args(argv)
     from training.data import DatasetError
 
