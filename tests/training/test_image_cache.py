@@ -190,3 +190,25 @@ def test_the_epoch_budget_fills_the_time_left_and_keeps_a_reserve():
     assert budget_epochs(budget_s=600, elapsed_s=100, epoch_s=50, done=1, cap=6) == 6
     assert budget_epochs(budget_s=600, elapsed_s=590, epoch_s=50, done=2, cap=200) == 2  # over: no more
     assert budget_epochs(budget_s=600, elapsed_s=0, epoch_s=0.0, done=1, cap=30) == 30
+
+
+def test_the_device_script_checks_which_parts_have_arrived(tmp_path, capsys):
+    """``scripts/device_train.sh check``, the command of a transfer call: exit 0 with every part there, 4 with
+    one missing (and which)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    code, out, _ = build(tmp_path, capsys, "--part-mib", "0.01")
+    assert code == 0
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHON": sys.executable}
+    command = ["bash", "scripts/device_train.sh", "check", "--cache", str(out)]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["caches"][str(out)]["missing"] == [] and report["environment"]["pillow_webp"] is True
+    (out / "part-001.bin").unlink()
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4
+    assert json.loads(done.stdout.strip().splitlines()[-1])["caches"][str(out)]["missing"] == ["part-001.bin"]
