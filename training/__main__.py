@@ -1,4 +1,5 @@
-"""``python -m training fit|evaluate|export|package|quantize|register|gate|evaluate-gate|make-ood``: the CLI."""
+"""``python -m training fit|evaluate|export|package|quantize|register|gate|evaluate-gate|make-ood|cache-images``:
+the CLI."""
 
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def _fit_parser(sub) -> None:
         "split": "reuse a saved split.json (members of one ensemble share a validation split)",
         "limit": "use only the first N rows (smoke tests)",
         "max_minutes": "stop after the epoch that passes this time budget",
-        "mixed_precision": "auto (on with a GPU), on or off",
+        "cache": "read the images, labels and split from an image cache (cache-images) instead of --data",
+        "epochs_from_budget": "phase 2: after the first epoch, run as many epochs as fit in --max-minutes "
+        "(at most --finetune-epochs; the cosine schedule spans them)",
+        "mixed_precision": "auto (on with a GPU), on, off, float16 or bfloat16",
         "supervision": "binary task: malignant (train on the label) or diagnosis (train on the seven "
         "HAM10000 diagnoses, serve P(mel)+P(bcc)+P(akiec))",
         "cache_variants": "cached mode: dihedral variants cached per training image, 1-8 "
@@ -62,12 +66,12 @@ def _fit_parser(sub) -> None:
         kind = int if annotation.startswith("int") else float if annotation.startswith("float") else str
         if annotation == "bool":
             kind = _bool
-        required = f.name in ("data", "run_dir")
+        required = f.name == "run_dir"  # --data: required unless --cache names the images
         p.add_argument(
             flag,
             type=kind,
             required=required,
-            default=None if required else f.default,
+            default=None if required or f.name == "data" else f.default,
             action="append" if f.name == "data" else "store",
             help=helps.get(f.name, "") + ("" if required else f" (default: {f.default})"),
         )
@@ -79,6 +83,12 @@ def _cmd_fit(args) -> int:
 
     values = {k: v for k, v in vars(args).items() if k not in ("command", "resume", "func")}
     values["data"] = _data_arg(values["data"])
+    if not values["data"] and not values.get("cache"):
+        raise ValueError("--data is required (or --cache DIR, an image cache from cache-images)")
+    if not values["data"]:
+        from training.cache import ImageCache
+
+        values["data"] = _data_arg(ImageCache(values["cache"]).data)  # recorded, for package and the card
     if values.get("weights") in ("none", "None", ""):
         values["weights"] = None
     summary = fit(FitConfig.from_dict(values), resume=args.resume)
@@ -517,6 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     from training.gate import add_parsers as add_gate_parsers
 
     add_gate_parsers(sub)  # gate, evaluate-gate, make-ood (the AI safety gate)
+    from training.cache import add_parser as add_cache_parser
+
+    add_cache_parser(sub)  # cache-images (images for a training machine without the image folders)
     p = sub.add_parser("register", help="register a package with the inference registry (as a candidate)")
     p.add_argument("path", help="package folder or .zip")
     p.add_argument("--activate", action="store_true", help="also make it the active model")
@@ -580,9 +593,11 @@ def main(argv: list[str] | None = None) -> int:
         "quantize": _cmd_quantize,
         "register": _cmd_register,
     }
+    from training.cache import run_command as cache_command
     from training.gate import run_command as gate_command
 
     handlers.update(dict.fromkeys(("gate", "evaluate-gate", "make-ood"), gate_command))
+    handlers["cache-images"] = cache_command
     from inference.package import PackageError
     from inference.preprocessing import PreprocessingError
     from training.backbones import WeightsError

@@ -1,16 +1,18 @@
 """Train the default ensemble's members one after another under one time budget, and move trained weights between
-machines as small fp16 ``.npz`` files (the lent GPU machine has JAX but no TensorFlow: members train there with
-``KERAS_BACKEND=jax`` and are imported here into the TensorFlow-backend model for ONNX export).
+machines as small fp16 ``.npz`` files (a lent GPU machine has PyTorch but no TensorFlow: a member trains there
+with ``KERAS_BACKEND=torch``, see ``training.device``, and is imported here into the TensorFlow-backend model for
+ONNX export). A member whose weights pass 15 MiB travels as ``NAME.part1.npz``, ``NAME.part2.npz``, ...
 
-    KERAS_BACKEND=jax python -m training.ensemble train --data DATA/labels.csv \
-        --split models/default/training/split.json --runs runs/gpu --out OUT --minutes 8
-    python -m training.ensemble import OUT/lite0.npz OUT/lite0.json --run-dir runs/default/lite0
+    python -m training.ensemble train --data DATA/labels.csv --split models/default/training/split.json \
+        --runs runs/ensemble --out OUT --minutes 60
+    python -m training.ensemble import OUT/lite0a.npz OUT/lite0a.json --run-dir runs/default/lite0a [--data CSV]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,27 +42,52 @@ DEFAULT_MEMBERS: tuple[MemberRecipe, ...] = (
 )
 
 
-def export_member_weights(run_dir: Path, out: Path, name: str) -> None:
-    """Write ``name.npz`` (fp16 weights, in model order) and ``name.json`` (config, summary, histories)."""
+# A file that comes back from a device call may have 16 MiB; weights are split into files below this.
+PART_BYTES = 15 * 2**20
+
+
+def export_member_weights(
+    run_dir: Path, out: Path, name: str, *, weights_file: str = "model.weights.h5"
+) -> list[Path]:
+    """Write ``name.npz`` (fp16 weights, in model order; ``name.part1.npz``, ``name.part2.npz``, ... when they
+    pass 15 MiB) and ``name.json`` (config, summary, state, histories, split, log). Returns the files."""
     from training.fit import load_member
 
-    model, config, _ = load_member(run_dir)
-    weights = model.get_weights()
-    np.savez_compressed(
-        out / f"{name}.npz", **{f"w{i:04d}": w.astype(np.float16) for i, w in enumerate(weights)}
-    )
+    model, config, _ = load_member(run_dir, weights_file=weights_file)
+    chunks: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for i, w in enumerate(model.get_weights()):
+        array = w.astype(np.float16)
+        if chunks[-1] and size + array.nbytes > PART_BYTES:
+            chunks.append({})
+            size = 0
+        chunks[-1][f"w{i:04d}"] = array
+        size += array.nbytes
+    names = [f"{name}.npz"] if len(chunks) == 1 else [f"{name}.part{n + 1}.npz" for n in range(len(chunks))]
+    for file, chunk in zip(names, chunks, strict=True):
+        np.savez_compressed(out / file, **chunk)
+
+    def text(file: str) -> str | None:
+        return (run_dir / file).read_text() if (run_dir / file).is_file() else None
+
     record = {
         "config": asdict(config),
-        "summary": json.loads((run_dir / "summary.json").read_text()),
-        "state": json.loads((run_dir / "state.json").read_text()),
+        "weights_file": weights_file,
+        "summary": json.loads(text("summary.json") or "{}"),
+        "state": json.loads(text("state.json") or "{}"),
         "histories": {p.stem: p.read_text() for p in sorted(run_dir.glob("history_*.csv"))},
-        "log": (run_dir / "log.txt").read_text()[-20000:],
+        "split": json.loads(text("split.json") or "null"),
+        "log": (text("log.txt") or "")[-20000:],
     }
     (out / f"{name}.json").write_text(json.dumps(record, indent=1))
+    return [out / file for file in names] + [out / f"{name}.json"]
 
 
-def import_member_weights(npz: Path, record_path: Path, run_dir: Path, *, data: str | None = None) -> Path:
-    """Recreate a run folder (config, split, histories, model.weights.h5) from an exported member."""
+def import_member_weights(
+    npz: Path | list[Path], record_path: Path, run_dir: Path, *, data: str | None = None
+) -> Path:
+    """Recreate a run folder (config, split, histories, model.weights.h5) from an exported member (one
+    ``.npz`` or its ``.partN.npz`` files)."""
     from training.fit import FitConfig, member_model
 
     record = json.loads(Path(record_path).read_text())
@@ -69,9 +96,17 @@ def import_member_weights(npz: Path, record_path: Path, run_dir: Path, *, data: 
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     model = member_model(config)
-    with np.load(npz) as arrays:
-        weights = [arrays[k].astype(np.float32) for k in sorted(arrays.files)]
-    model.set_weights(weights)
+    arrays: dict[str, np.ndarray] = {}
+    for path in [npz] if isinstance(npz, str | Path) else npz:
+        with np.load(path) as part:
+            arrays.update({k: part[k].astype(np.float32) for k in part.files})
+    expected = len(model.get_weights())
+    if sorted(arrays) != [f"w{i:04d}" for i in range(expected)]:
+        raise ValueError(
+            f"the weight files hold {len(arrays)} arrays, the member needs {expected} w0000..w{expected - 1:04d}:"
+            " give every .partN.npz of the member"
+        )
+    model.set_weights([arrays[k] for k in sorted(arrays)])
     model.save_weights(str(run_dir / "model.weights.h5"))
     (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
     (run_dir / "summary.json").write_text(json.dumps(record["summary"], indent=2))
@@ -79,7 +114,9 @@ def import_member_weights(npz: Path, record_path: Path, run_dir: Path, *, data: 
     (run_dir / "log.txt").write_text(record["log"])
     for stem, text in record["histories"].items():
         (run_dir / f"{stem}.csv").write_text(text)
-    if config.split:
+    if record.get("split"):  # the split the member was trained on (an image cache carries its own)
+        (run_dir / "split.json").write_text(json.dumps(record["split"]))
+    elif config.split:
         (run_dir / "split.json").write_text(Path(config.split).read_text())
     return run_dir
 
@@ -187,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "--weights-dir", type=Path, help="liteN.npz ImageNet weights (see backbones.save_lite_state)"
     )
     imp = sub.add_parser("import", help="rebuild a run folder from an exported member (npz + json)")
-    imp.add_argument("npz", type=Path)
-    imp.add_argument("record", type=Path)
+    imp.add_argument("files", type=Path, nargs="+", help="NAME.npz (or every NAME.partN.npz), then NAME.json")
     imp.add_argument("--run-dir", type=Path, required=True)
     imp.add_argument("--data")
     args = parser.parse_args(argv)
@@ -216,7 +252,14 @@ def main(argv: list[str] | None = None) -> int:
             lr_schedule=args.lr_schedule,
         )
     else:
-        print(import_member_weights(args.npz, args.record, args.run_dir, data=args.data))
+        *npz, record = args.files
+        if not npz or record.suffix != ".json" or any(p.suffix != ".npz" for p in npz):
+            parser.error("import takes NAME.npz (or its .partN.npz files) and then NAME.json")
+        try:
+            print(import_member_weights(npz, record, args.run_dir, data=args.data))
+        except (ValueError, FileNotFoundError) as exc:  # a missing part, a file of another member
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -121,6 +121,33 @@ def test_member_weights_travel_as_fp16_npz(trained_run, tmp_path):
     assert np.abs(a - b).max() < 5e-3  # fp16 weights
 
 
+def test_member_weights_past_the_file_limit_travel_in_parts(trained_run, tmp_path, monkeypatch):
+    """A file coming back from a device call may have 16 MiB: bigger members are split into .partN.npz files,
+    and import needs every part."""
+    import training.ensemble as ensemble
+    from training.fit import load_member
+
+    _, run = trained_run
+    monkeypatch.setattr(ensemble, "PART_BYTES", 200_000)
+    files = ensemble.export_member_weights(run, tmp_path, "big")
+    parts = [f for f in files if f.suffix == ".npz"]
+    assert len(parts) > 2 and all(p.name.startswith("big.part") for p in parts)
+    assert all(p.stat().st_size < 16 * 2**20 for p in files)
+    record = tmp_path / "big.json"
+    assert (
+        ensemble.main(["import", *map(str, parts[:-1]), str(record), "--run-dir", str(tmp_path / "x")]) == 2
+    )
+    copy = tmp_path / "imported"
+    assert ensemble.main(["import", *map(str, parts), str(record), "--run-dir", str(copy)]) == 0
+    original, _, spec = load_member(run)
+    x = np.random.default_rng(2).uniform(-1, 1, (2, spec.size, spec.size, 3)).astype(np.float32)
+    meta = np.zeros((2, int(original.inputs[1].shape[-1])), np.float32)
+    diff = (
+        original([x, meta], training=False).numpy() - load_member(copy)[0]([x, meta], training=False).numpy()
+    )
+    assert np.abs(diff).max() < 5e-3
+
+
 def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(trained_run, tmp_path):
     """--supervision diagnosis: the head learns the seven diagnoses on all eight dihedral variants (augmented);
     the exported member returns one column, P(mel) + P(bcc) + P(akiec), and matches Keras in ONNX Runtime."""
@@ -336,6 +363,12 @@ def test_fit_refuses_impossible_supervision_settings(trained_run, tmp_path, caps
     assert "--colour must be none or shades_of_gray" in capsys.readouterr().err
     assert main([*base, "--lr-schedule", "step"]) == 2
     assert "--lr-schedule must be plateau or cosine" in capsys.readouterr().err
+    assert main([*base, "--mixed-precision", "half"]) == 2
+    assert "--mixed-precision must be auto, on, off, float16 or bfloat16" in capsys.readouterr().err
+    assert main([*base, "--epochs-from-budget", "true"]) == 2
+    assert "--epochs-from-budget needs --max-minutes" in capsys.readouterr().err
+    assert main(["fit", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "--data is required (or --cache DIR" in capsys.readouterr().err
 
 
 def test_strict_fit_fails_on_bad_rows_with_a_message(trained_run, tmp_path, capsys):

@@ -101,14 +101,21 @@ def _callbacks(
     monitor, mode = _monitor(config, n_outputs)
 
     class EpochState(keras.callbacks.Callback):
-        """Writes last.weights.h5 + state.json after each epoch (resume), stops at the time budget."""
+        """Writes last.weights.h5 + state.json (with each epoch's seconds, validation included) after each
+        epoch (resume), stops at the time budget."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
+            seconds = round(time.monotonic() - getattr(self, "epoch_started", time.monotonic()), 2)
             checkpoint_model.save_weights(str(run_dir / f"{phase}_last.weights.h5"))
             if phase == "finetune" and config.average_epochs > 1:
                 checkpoint_model.save_weights(str(run_dir / _epoch_weights(epoch + 1)))
             state = _read_state(run_dir)
             state.update({"phase": phase, f"{phase}_epoch": epoch + 1})
+            state[f"{phase}_epoch_seconds"] = [*state.get(f"{phase}_epoch_seconds", []), seconds]
+            log.info("%s epoch %d: %.1f s", phase, epoch + 1, seconds)
             (run_dir / "state.json").write_text(json.dumps(state))
             if config.max_minutes and (time.monotonic() - started) / 60 > config.max_minutes:
                 log.info("time budget of %.1f min reached, stopping %s", config.max_minutes, phase)

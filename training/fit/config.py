@@ -71,7 +71,12 @@ class FitConfig:
     steps_per_epoch: int | None = None
     mixed_precision: str = "auto"  # auto: on when a GPU is visible
     max_minutes: float | None = None
+    # phase 2: after the first epoch, set finetune_epochs to as many as fit in max_minutes (at most the given
+    # finetune_epochs), so a time-boxed run (a device call) finishes its cosine schedule instead of being cut
+    epochs_from_budget: bool = False
     workers: int = 2
+    # an image cache folder (training.cache, `cache-images`): images, labels and split come from it, not the CSVs
+    cache: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> FitConfig:
@@ -107,6 +112,12 @@ class FitConfig:
             raise ValueError("--mixup must be 0 (off) or a positive Beta alpha such as 0.2")
         if self.lr_schedule not in ("plateau", "cosine"):
             raise ValueError(f"--lr-schedule must be plateau or cosine, not {self.lr_schedule!r}")
+        if self.mixed_precision not in ("auto", "on", "off", "float16", "bfloat16"):
+            raise ValueError(
+                f"--mixed-precision must be auto, on, off, float16 or bfloat16, not {self.mixed_precision!r}"
+            )
+        if self.epochs_from_budget and not self.max_minutes:
+            raise ValueError("--epochs-from-budget needs --max-minutes (the budget the epochs must fit in)")
         if self.average_epochs < 1:
             raise ValueError("--average-epochs must be at least 1 (1: keep the best epoch only)")
 

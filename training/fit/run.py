@@ -78,10 +78,9 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
     started = time.monotonic()
     keras.utils.set_random_seed(config.seed)
     use_gpu = gpu_available()
-    if config.mixed_precision == "on" or (config.mixed_precision == "auto" and use_gpu):
-        keras.mixed_precision.set_global_policy(
-            "mixed_bfloat16" if keras.backend.backend() == "jax" else "mixed_float16"
-        )
+    policy = precision_policy(config.mixed_precision, use_gpu, keras.backend.backend())
+    if policy:
+        keras.mixed_precision.set_global_policy(policy)
     log.info(
         "backend %s, gpu %s, policy %s",
         keras.backend.backend(),
@@ -90,7 +89,15 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
     )
 
     load_task = "multiclass" if config.head_outputs > 1 else "binary"  # labels = diagnosis indices
-    dataset = data_mod.load_dataset(config.data, task=load_task, strict=config.strict)
+    image_store = None
+    if config.cache:  # images, labels and split from a cache-images folder (a device machine has no CSVs)
+        from training.cache import ImageCache
+
+        image_store = ImageCache(config.cache)
+        image_store.check_spec(config.image_spec())
+        dataset = image_store.dataset(task=load_task)
+    else:
+        dataset = data_mod.load_dataset(config.data, task=load_task, strict=config.strict)
     if config.limit:
         dataset = dataset.subset(range(min(config.limit, len(dataset.records))))
     (run_dir / "bad_rows.json").write_text(json.dumps(dataset.bad_rows, indent=1))
@@ -100,6 +107,8 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         split = data_mod.Split.load(split_path)
     elif config.split:
         split = data_mod.Split.load(config.split)
+    elif image_store is not None:
+        split = image_store.split()
     else:
         split = data_mod.make_split(
             dataset, k=config.k, fold=config.fold, seed=config.seed, dedup=config.dedup
@@ -134,7 +143,11 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         positive_classes=config.positive_classes,
     )
     t0 = time.monotonic()
-    train_px, val_px = data_mod.image_cache(train_set, spec), data_mod.image_cache(val_set, spec)
+    if image_store is not None:
+        train_px = image_store.pixels(train_set, spec, workers=max(4, config.workers))
+        val_px = image_store.pixels(val_set, spec, workers=max(4, config.workers))
+    else:
+        train_px, val_px = data_mod.image_cache(train_set, spec), data_mod.image_cache(val_set, spec)
     train_meta, val_meta = (
         data_mod.metadata_matrix(train_set, meta_spec),
         data_mod.metadata_matrix(val_set, meta_spec),
@@ -272,17 +285,18 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
             metrics=_metrics(config, n_outputs, soft=soft),
         )
         t1 = time.monotonic()
-        initial = state.get("finetune_epoch", 0)
-        history = trainer.fit(
+        epochs_run = _fine_tune(
+            trainer,
             train_batches,
-            epochs=config.finetune_epochs,
-            initial_epoch=initial,
+            config,
+            run_dir,
+            started,
+            initial=state.get("finetune_epoch", 0),
             steps_per_epoch=config.steps_per_epoch,
             validation_data=val_batches,
             verbose=2,
             callbacks=_callbacks(config, run_dir, "finetune", n_outputs, started, dual.model),
         )
-        epochs_run = len(history.history.get("loss", []))
         seconds = time.monotonic() - t1
         steps = config.steps_per_epoch or len(train_batches)
         timings["finetune_s"] = round(seconds, 1)
@@ -335,6 +349,64 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     log.info("done: %s", summary)
     return summary
+
+
+def precision_policy(setting: str, use_gpu: bool, backend: str) -> str | None:
+    """The Keras dtype policy for ``--mixed-precision`` (None: float32). ``auto`` turns it on with a GPU:
+    bfloat16 on JAX, float16 (with loss scaling, which Keras adds) on torch and TensorFlow."""
+    if setting in ("float16", "bfloat16"):
+        return f"mixed_{setting}"
+    if setting == "on" or (setting == "auto" and use_gpu):
+        return "mixed_bfloat16" if backend == "jax" else "mixed_float16"
+    return None
+
+
+def _fine_tune(
+    trainer, batches, config: FitConfig, run_dir: Path, started: float, *, initial: int, **fit_args
+):
+    """``trainer.fit`` over the fine-tuning epochs; returns the epochs run. With ``epochs_from_budget`` the first
+    two epochs run alone and are timed (the first includes warm-up), and after each ``finetune_epochs`` is set to
+    as many epochs as fit in ``max_minutes`` (at most the configured number), saved in config.json so that a
+    resumed run keeps the same schedule."""
+    epochs_run, cap = 0, config.finetune_epochs
+    probes = (0, 1) if config.epochs_from_budget else ()
+    for probe in probes:
+        if initial != probe or probe >= config.finetune_epochs:
+            break
+        t0 = time.monotonic()
+        history = trainer.fit(batches, epochs=probe + 1, initial_epoch=probe, **fit_args)
+        ran = len(history.history.get("loss", []))
+        epochs_run += ran
+        if not ran or trainer.stop_training:
+            return epochs_run
+        initial = probe + 1
+        config.finetune_epochs = budget_epochs(
+            budget_s=config.max_minutes * 60,
+            elapsed_s=time.monotonic() - started,
+            epoch_s=time.monotonic() - t0,
+            done=initial,
+            cap=cap,
+        )
+        (run_dir / "config.json").write_text(json.dumps(asdict(config), indent=2))
+        log.info(
+            "epoch %d took %.1f s: %d fine-tuning epochs fit in the %.1f min budget",
+            initial,
+            time.monotonic() - t0,
+            config.finetune_epochs,
+            config.max_minutes,
+        )
+    if initial < config.finetune_epochs:
+        history = trainer.fit(batches, epochs=config.finetune_epochs, initial_epoch=initial, **fit_args)
+        epochs_run += len(history.history.get("loss", []))
+    return epochs_run
+
+
+def budget_epochs(*, budget_s: float, elapsed_s: float, epoch_s: float, done: int, cap: int) -> int:
+    """How many fine-tuning epochs in all (``done`` of them finished) fit in what is left of ``budget_s``, keeping
+    5 % of the budget for the final prediction and saving; between ``done`` and ``cap``."""
+    left = budget_s * 0.95 - elapsed_s
+    more = int(left // max(epoch_s, 1e-6)) if left > 0 else 0
+    return max(done, min(cap, done + more))
 
 
 def member_model(config: FitConfig):
