@@ -478,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     from training.gate import add_parsers as add_gate_parsers
 
     add_gate_parsers(sub)  # gate, evaluate-gate, make-ood (the AI safety gate)
+    from training.explanations import add_parsers as add_explanation_parsers
+
+    add_explanation_parsers(sub)  # add-cam, evaluate-explanations (the heatmaps)
     p = sub.add_parser("register", help="register a package with the inference registry (as a candidate)")
     p.add_argument("path", help="package folder or .zip")
     p.add_argument("--activate", action="store_true", help="also make it the active model")
@@ -544,11 +547,15 @@ def main(argv: list[str] | None = None) -> int:
     from training.gate import run_command as gate_command
 
     handlers.update(dict.fromkeys(("gate", "evaluate-gate", "make-ood"), gate_command))
+    from training.explanations import run_command as explanation_command
+
+    handlers.update(dict.fromkeys(("add-cam", "evaluate-explanations"), explanation_command))
     from inference.package import PackageError
     from inference.preprocessing import PreprocessingError
     from training.backbones import WeightsError
     from training.data import DatasetError
     from training.export import ExportError
+    from training.cam import CamError
 
     try:
         return handlers[args.command](args)
@@ -558,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         PreprocessingError,
         WeightsError,
         ExportError,
+        CamError,
         FileNotFoundError,
         FileExistsError,
         ValueError,

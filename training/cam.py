@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,6 +224,17 @@ def add_cam_file(path: Path, output: str) -> str:
     if not has_cam(model):
         onnx.save(add_cam(model, output), str(path))
     return CAM_OUTPUT
+
+
+def with_cam(path: Path, output: str, outputs: dict[str, str] | None) -> dict[str, str]:
+    """``python -m training package``: add the map to the member file at ``path`` when its graph fits and
+    return its ``outputs`` with ``cam`` declared; a graph it does not fit keeps its outputs (and is said)."""
+    try:
+        tensor = add_cam_file(Path(path), output)
+    except CamError as exc:
+        print(f"{Path(path).name}: no heatmap ({exc})", file=sys.stderr)
+        return dict(outputs or {})
+    return {**(outputs or {}), CAM_KEY: tensor}
 
 
 def upgrade_package(source: Path, out: Path, *, version: str | None = None) -> dict:
