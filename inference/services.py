@@ -136,9 +136,9 @@ def case_analyse(*, case_id: int, worker: str = "") -> Any:
                 reasons=gate.reasons,
                 quality=gate.quality,
                 ood_score=gate.ood_score,
-                heatmap_png=None
-                if outcome.heatmap is None
-                else overlay_png(outcome.heatmap, picture.width, picture.height),
+                heatmap_png=overlay_png(outcome.heatmap, picture.width, picture.height)
+                if outcome.heatmap is not None and gate.assessment == Assessment.ASSESSED
+                else None,
             )
         )
     try:

@@ -553,9 +553,9 @@ def main(argv: list[str] | None = None) -> int:
     from inference.package import PackageError
     from inference.preprocessing import PreprocessingError
     from training.backbones import WeightsError
+    from training.cam import CamError
     from training.data import DatasetError
     from training.export import ExportError
-    from training.cam import CamError
 
     try:
         return handlers[args.command](args)

@@ -417,6 +417,7 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     assert 0.0 <= manifest["threshold"] <= manifest["risk_bands"]["high"] <= 1.0
     parity = json.loads((package / "m0.parity.json").read_text())
     assert parity["parity_max_abs_diff"] <= 1e-4
+    assert manifest["members"][0]["outputs"]["cam"] == "teleder_cam"  # the heatmap, added by package
     for name in ("model_card.md", "model_card.json", "roc.png", "reliability.png"):
         assert (package / name).is_file(), name
     card = json.loads((package / "model_card.json").read_text())
