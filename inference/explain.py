@@ -89,5 +89,5 @@ def overlay_png(grid: np.ndarray, width: int, height: int, *, longest: int = 320
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     upsampled = resize_map(np.asarray(grid, dtype=np.float64), size[1], size[0])
     buffer = io.BytesIO()
-    Image.fromarray(colourise(upsampled), mode="RGBA").save(buffer, format="PNG", optimize=True)
+    Image.fromarray(colourise(upsampled), mode="RGBA").save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()

@@ -176,14 +176,14 @@ def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(tra
     with tf.GradientTape() as tape:
         features = feature_model(x, training=False)
         tape.watch(features)
-        classes = head([pool(features), meta], training=False)
+        classes = head([pool(features), tf.constant(meta)], training=False)
         score = tf.reduce_sum(tf.gather(classes, malignant, axis=1))
     grads = tape.gradient(score, features).numpy()  # (N, H, W, C)
     height, width = grads.shape[1:3]
     weights = grads.mean(axis=(1, 2)) * height * width  # Grad-CAM's alpha, without the pool's 1/(H W)
     expected = np.maximum(np.einsum("nc,nhwc->nhw", weights, features.numpy()), 0.0)
-    assert cam.shape == expected.shape
-    assert np.abs(cam - expected).max() <= 1e-4 * max(1.0, float(expected.max()))
+    assert cam.shape == expected.shape and expected.max() > 0
+    np.testing.assert_allclose(cam, expected, rtol=1e-3, atol=1e-3 * float(expected.max()))
 
     # package finds the seven-class softmax the member sums, and the runtime serves it as the differential
     from inference.package import member_entry
