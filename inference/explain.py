@@ -19,11 +19,6 @@ CAM_KEY = "cam"
 # Members whose image is squashed to a square show the whole picture, so their grid maps onto the image by
 # stretching. A center crop or letterbox would need the crop box; such members are left out of the map.
 MAPPABLE_RESIZE = ("squash",)
-HOW_TO_READ = (
-    "Warm areas are where the model's malignancy score is most sensitive; a map on a ruler, hair or the "
-    "vignette is a warning sign."
-)
-NO_MAP = "No heatmap: this model version does not produce one."
 
 # A perceptually ordered colour ramp (dark blue -> cyan -> yellow -> red), alpha rising with the value so
 # that cold areas leave the image visible.
