@@ -16,7 +16,9 @@ In one run, for the given package, else the bundled one (models/default/), else 
       from its manifest), against the probability alone (decode, preprocess and run one image in process);
   (f) the AI safety gate's cost: a single-image case's analysis (decode, preprocess, ensemble) with the gate
       (quality checks + the OOD features and score from the same session) against without it, interleaved in
-      the same run (``--gate-only`` runs just this part).
+      the same run (``--gate-only`` runs just this part);
+  (g) the heatmap's cost: the same single-image case with the members' Grad-CAM read and its PNG overlay drawn,
+      against without (``benchmarks/explanations.py``; ``--maps-only`` runs just this part).
 It prints a table, then one JSON object as the last line.
 
 With two or more ``--package`` it compares them instead (``benchmarks/precision.py``): raw throughput at batch 1
@@ -401,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gate-only", action="store_true", help="measure only (f), the AI gate's cost on single-image cases"
     )
+    parser.add_argument(
+        "--maps-only", action="store_true", help="measure only (g), the heatmap's cost on single-image cases"
+    )
     parser.add_argument("--export-standin", help=argparse.SUPPRESS)
     parser.add_argument("--keras-baseline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -425,6 +430,15 @@ def main(argv: list[str] | None = None) -> int:
         return compare_packages(args)
 
     quick = args.quick
+    from benchmarks.explanations import heatmap_latency, print_heatmaps
+
+    if args.maps_only:
+        package, origin = resolve_package(args)
+        result = {"package": str(package), **heatmap_latency(package, sample_images(8 if quick else 20))}
+        print("TeleDerm inference benchmark: heatmaps only")
+        print_heatmaps(result)
+        print(json.dumps(result))
+        return 0
     if args.gate_only:
         package, origin = resolve_package(args)
         result = {
@@ -475,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = {b: b / statistics.median(raw_before[b] + raw_after[b]) for b in sizes}
 
         gate = gate_latency(package, 8 if quick else 20)
+        gate.update(heatmap_latency(package, sample_images(8 if quick else 20)))
         keras = {"keras_img_per_s": None, "note": "TensorFlow is not installed"}
         if has_tensorflow():
             log("Keras per-request baseline (TensorFlow subprocess)")
@@ -567,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, value in rows:
         print(f"  {label.ljust(width)}  {value}")
     print_gate(gate)
+    print_heatmaps(gate)
     print(json.dumps(result))
     return 0
 

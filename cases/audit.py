@@ -26,6 +26,7 @@ class AuditAction(models.TextChoices):
     CASE_REQUEST_IMAGES = "case.request_images"
     CASE_VIEW = "case.view"
     IMAGE_VIEW = "image.view"
+    HEATMAP_VIEW = "heatmap.view"
     REVIEW_CREATE = "review.create"
     REVIEW_CORRECT = "review.correct"
     REPORT_CREATE = "report.create"

@@ -274,6 +274,11 @@ class LesionImage(models.Model):
         return f"Image {self.position + 1} of case {self.case_id}"
 
 
+def heatmap_path(instance: "Prediction", filename: str) -> str:
+    # A new name for every map written: a re-analysis never overwrites the overlay a report was signed with.
+    return f"heatmaps/{instance.image.case_id}/{uuid.uuid4().hex}.png"
+
+
 class Prediction(models.Model):
     """The ensemble's output for one image under one model version (one row per pair: reruns update it)."""
 
@@ -300,6 +305,13 @@ class Prediction(models.Model):
         default=dict, blank=True, help_text="Class -> probability (multiclass)."
     )
     latency_ms = models.FloatField(help_text="Model time for the batch this image ran in, per image.")
+    heatmap = models.FileField(
+        upload_to=heatmap_path,
+        max_length=255,
+        blank=True,
+        help_text="Where the model looked: a PNG overlay of the malignancy Grad-CAM (empty when the model "
+        "version makes none or the image was not assessed).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

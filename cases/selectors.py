@@ -55,6 +55,22 @@ def case_get(user: User, case_id: int | str) -> Case:
         raise Http404("No such case.") from None
 
 
+def prediction_heatmap(user: User, case_id: int | str, prediction_id: int | str) -> Prediction:
+    """A prediction with a stored heatmap, of an image of a case ``user`` may see; else Http404 (the same
+    answer for another organization's case, a wrong pairing and a prediction without a map)."""
+    case = case_get(user, case_id)
+    try:
+        prediction_pk = int(prediction_id)
+    except (TypeError, ValueError):
+        raise Http404("No such heatmap.") from None
+    prediction = (
+        Prediction.objects.select_related("image__case").filter(pk=prediction_pk, image__case=case).first()
+    )
+    if prediction is None or not prediction.heatmap:
+        raise Http404("No such heatmap.")
+    return prediction
+
+
 def case_detail(user: User, case_id: int | str) -> Case:
     """A visible case with images, predictions, reviews and reports loaded in a fixed number of queries."""
     case = case_get(user, case_id)

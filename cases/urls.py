@@ -43,6 +43,11 @@ urlpatterns = [
     path("cases/<int:case_id>/", views.case_detail, name="case_detail"),
     path("cases/<int:case_id>/status.json", views.case_status, name="case_status"),
     path("cases/<int:case_id>/images/<int:image_id>/", views.case_image, name="case_image"),
+    path(
+        "cases/<int:case_id>/predictions/<int:prediction_id>/heatmap.png",
+        views.case_heatmap,
+        name="case_heatmap",
+    ),
     path("review/", views.review_queue, name="review_queue"),
     path("review/<int:case_id>/", views.review_case, name="review_case"),
     path("review/<int:case_id>/correct/", views.review_correct, name="review_correct"),

@@ -24,6 +24,7 @@ import onnxruntime as ort
 from PIL import Image
 
 from inference.calibration import calibrated_differential
+from inference.explain import CAM_KEY, MAPPABLE_RESIZE, combine_maps, member_map
 from inference.ood import GateArrayError, OodGate, load_member
 from inference.package import Manifest, MemberSpec, PackageError, gate_ood_spec, member_output
 from inference.preprocessing import ImageSpec, hflip, image_tensor, load_image, metadata_vector
@@ -64,6 +65,9 @@ class ImageOutcome:
     raw_probability: float | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
     ood_score: float | None = None  # the AI gate's out-of-distribution score; None when the gate is off
+    # Where the model looked: the members' Grad-CAM of P(malignant), TTA- and member-averaged, on the finest
+    # member grid, in [0, 1] (``inference.explain``); None when no member declares ``outputs.cam``.
+    heatmap: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,13 @@ def _with_features(manifest: Manifest, key: str, tensors: dict[int, str]) -> Man
     return replace(manifest, members=members)
 
 
+def _without_output(manifest: Manifest, key: str) -> Manifest:
+    members = tuple(
+        replace(m, outputs={k: v for k, v in m.outputs.items() if k != key}) for m in manifest.members
+    )
+    return replace(manifest, members=members)
+
+
 class Ensemble:
     """The members of one model version, ready to run."""
 
@@ -147,14 +158,18 @@ class Ensemble:
         *,
         fuse: bool = True,
         features: dict[int, str] | None = None,
+        heatmaps: bool = True,
     ):
         """``features``: member index -> tensor to return as the gate's features (``training gate`` fits a
-        gate this way); by default the tensors the package's OOD gate declares."""
+        gate this way); by default the tensors the package's OOD gate declares. ``heatmaps=False`` leaves the
+        members' ``outputs.cam`` unread (the benchmark's baseline)."""
         self.folder = Path(folder)
         self.ood = load_ood_gate(self.folder, manifest)
         gate = gate_ood_spec(manifest)
         self.feature_key = gate["output"] if gate else FEATURES_KEY
         tensors = features if features is not None else (feature_outputs(manifest) or {})
+        if not heatmaps:
+            manifest = _without_output(manifest, CAM_KEY)
         self.manifest = manifest = (
             _with_features(manifest, self.feature_key, tensors) if tensors else manifest
         )
@@ -178,6 +193,7 @@ class Ensemble:
         total = sum(m.weight for m in manifest.members)
         self.weights = np.array([m.weight / total for m in manifest.members], dtype=np.float64)
         self.specs = tuple(dict.fromkeys(m.image for m in manifest.members))
+        self.has_heatmaps = any(CAM_KEY in m.outputs for m in manifest.members)
 
     def _fused_session(self):
         try:
@@ -305,18 +321,35 @@ class Ensemble:
     ) -> tuple[list[ImageOutcome], dict[str, np.ndarray], float]:
         """The gate's features stay per member (the OOD gate scores each member's own feature space); every
         other extra output is averaged over the members."""
+        maps = [
+            (w, extras.pop(CAM_KEY))
+            for w, member, extras in zip(self.weights, self.manifest.members, member_extras, strict=True)
+            if CAM_KEY in extras and member.image.resize in MAPPABLE_RESIZE
+        ]
+        for extras in member_extras:
+            extras.pop(CAM_KEY, None)
         features = {}
         if self.has_features:
             for member, extras in zip(self.manifest.members, member_extras, strict=True):
                 if self.feature_key in extras:
                     features[member.name] = extras.pop(self.feature_key).astype(np.float32)
-        return self._combine(member_outputs, n, member_extras), features, model_ms
+        outcomes = self._combine(member_outputs, n, member_extras)
+        heatmaps = combine_maps(maps)
+        if heatmaps is not None:
+            outcomes = [replace(o, heatmap=h) for o, h in zip(outcomes, heatmaps, strict=True)]
+        return outcomes, features, model_ms
 
     def _extra_outputs(self, member: MemberSpec, raw: dict[str, Any], n: int) -> dict[str, np.ndarray]:
         """A member's extra outputs as (N, width) float64, TTA rows averaged."""
         rows = 2 * n if self.manifest.tta_hflip else n
         out = {}
         for key, value in raw.items():
+            if key == CAM_KEY:  # a map per view: the flipped view is flipped back before averaging
+                try:
+                    out[key] = member_map(value, n, tta_hflip=self.manifest.tta_hflip)
+                except ValueError as exc:
+                    raise ModelError(f"member '{member.name}' returned {exc} for its output 'cam'") from exc
+                continue
             array = np.asarray(value, dtype=np.float64)
             if array.ndim < 1 or array.shape[0] != rows or not np.all(np.isfinite(array)):
                 raise ModelError(

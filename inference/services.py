@@ -30,6 +30,7 @@ from cases.services.analysis import (
     enqueue_analysis,
 )
 from cases.vocabulary import Assessment
+from inference.explain import overlay_png
 from inference.package import PackageError, gate_quality_thresholds
 from inference.preprocessing import PreprocessingError, load_image
 from inference.quality import DEFAULT_THRESHOLDS, failed_reasons, quality_checks
@@ -135,6 +136,9 @@ def case_analyse(*, case_id: int, worker: str = "") -> Any:
                 reasons=gate.reasons,
                 quality=gate.quality,
                 ood_score=gate.ood_score,
+                heatmap_png=overlay_png(outcome.heatmap, picture.width, picture.height)
+                if outcome.heatmap is not None and gate.assessment == Assessment.ASSESSED
+                else None,
             )
         )
     try:

@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     from training.cache import add_parser as add_cache_parser
 
     add_cache_parser(sub)  # cache-images (images for a training machine without the image folders)
+    from training.explanations import add_parsers as add_explanation_parsers
+
+    add_explanation_parsers(sub)  # add-cam, evaluate-explanations (the heatmaps)
     p = sub.add_parser("register", help="register a package with the inference registry (as a candidate)")
     p.add_argument("path", help="package folder or .zip")
     p.add_argument("--activate", action="store_true", help="also make it the active model")
@@ -328,9 +331,13 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers.update(dict.fromkeys(("gate", "evaluate-gate", "make-ood"), gate_command))
     handlers["cache-images"] = cache_command
+    from training.explanations import run_command as explanation_command
+
+    handlers.update(dict.fromkeys(("add-cam", "evaluate-explanations"), explanation_command))
     from inference.package import PackageError
     from inference.preprocessing import PreprocessingError
     from training.backbones import WeightsError
+    from training.cam import CamError
     from training.data import DatasetError
     from training.export import ExportError
 
@@ -342,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         PreprocessingError,
         WeightsError,
         ExportError,
+        CamError,
         FileNotFoundError,
         FileExistsError,
         ValueError,

@@ -173,7 +173,7 @@ def score_records(
     (how much the metadata moves the scores)."""
     from inference.runtime import CPU, Ensemble, RuntimeConfig
 
-    ensemble = Ensemble(folder, manifest, RuntimeConfig(providers=(CPU,)))
+    ensemble = Ensemble(folder, manifest, RuntimeConfig(providers=(CPU,)), heatmaps=False)  # scores only
     out: dict[str, list] = defaultdict(list)
     starts = range(0, len(dataset.records), batch_size)
     if progress:

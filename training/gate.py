@@ -79,7 +79,7 @@ def find_feature_tensor(onnx_path: Path) -> str:
 def _ensemble(folder: Path, manifest: Manifest, features: dict[int, str] | None = None):
     from inference.runtime import CPU, Ensemble, RuntimeConfig
 
-    return Ensemble(folder, manifest, RuntimeConfig(providers=(CPU,)), features=features)
+    return Ensemble(folder, manifest, RuntimeConfig(providers=(CPU,)), features=features, heatmaps=False)
 
 
 def score_images(ensemble, items, *, thresholds, batch: int = 16, progress: str = "") -> dict:

@@ -17,6 +17,7 @@ from inference.package import MANIFEST_NAME, Manifest, member_entry, sha256_file
 from inference.preprocessing import ImageSpec
 from training import evaluate as ev
 from training.calibrate import choose_calibration
+from training.cam import with_cam
 from training.data import HAM_CLASSES, MALIGNANT_DIAGNOSES, Split, load_dataset
 
 
@@ -130,13 +131,14 @@ def build_package(
         target = out / f"{member['name']}.onnx"
         if source.resolve() != target.resolve():
             shutil.copyfile(source, target)
+        outputs = with_cam(target, member["output"], member.get("outputs"))
         entries.append(
             member_entry(
                 member["name"],
                 target,
                 ImageSpec.from_dict(member["image_spec"]),
                 member["output"],
-                outputs=member.get("outputs"),
+                outputs=outputs,
             )
         )
     training = training or {}

@@ -100,12 +100,14 @@ _CASE_DETAIL = {
             "sha256": "9f2c...",
             "predictions": [
                 {
+                    "id": 301,
                     "model_version": {"id": 2, "name": "teleder-efficientnet-lite", "version": "2026.11"},
                     "probability": 0.81,
                     "risk_band": "high",
                     "assessment": _ASSESSED,
                     "member_probabilities": {"lite0": 0.77, "lite1": 0.84, "lite2": 0.82},
                     "class_probabilities": {},
+                    "heatmap_url": "https://teleder.example/api/v1/cases/42/predictions/301/heatmap/",
                     "created_at": "2026-11-26T09:12:09Z",
                 }
             ],
@@ -123,8 +125,10 @@ _NOT_ASSESSED_IMAGE = {
             **_CASE_DETAIL["images"][0]["predictions"][0],
             "probability": None,
             "risk_band": "",
+            "id": 302,
             "assessment": _NOT_ASSESSED,
             "member_probabilities": {},
+            "heatmap_url": None,
         }
     ],
 }

@@ -189,18 +189,33 @@ class PredictionSerializer(serializers.ModelSerializer):
         "multiclass model, or empty.",
     )
 
+    heatmap_url = serializers.SerializerMethodField(
+        help_text="Where the model looked: the URL of this prediction's heatmap (a PNG overlay, "
+        "`GET /api/v1/cases/{id}/predictions/{prediction}/heatmap/`); null when the model version makes no "
+        "heatmap or the image was not assessed."
+    )
+
     class Meta:
         model = Prediction
         fields = [
+            "id",
             "model_version",
             "probability",
             "risk_band",
             "assessment",
             "member_probabilities",
             "class_probabilities",
+            "heatmap_url",
             "created_at",
         ]
         read_only_fields = fields
+
+    def get_heatmap_url(self, obj: Prediction) -> str | None:
+        if not obj.heatmap:
+            return None
+        path = reverse("api:prediction-heatmap", kwargs={"pk": obj.image.case_id, "prediction": obj.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request else path
 
 
 class ImageSerializer(serializers.ModelSerializer):

@@ -5,7 +5,7 @@ one ``api`` namespace."""
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from cases.api import views, workflow
+from cases.api import heatmaps, views, workflow
 
 
 class IdConverter:
@@ -36,6 +36,11 @@ v1 = [
     path("cases/<id:pk>/", views.CaseDetailView.as_view(), name="case-detail"),
     path("cases/<id:pk>/status/", views.CaseStatusView.as_view(), name="case-status"),
     path("cases/<id:pk>/images/", views.CaseImagesView.as_view(), name="case-images"),
+    path(
+        "cases/<id:pk>/predictions/<id:prediction>/heatmap/",
+        heatmaps.PredictionHeatmapView.as_view(),
+        name="prediction-heatmap",
+    ),
     path("cases/<id:pk>/reviews/", views.CaseReviewView.as_view(), name="case-review"),
     path("cases/<id:pk>/corrections/", workflow.CaseCorrectionView.as_view(), name="case-correction"),
     path("cases/<id:pk>/submit/", workflow.CaseSubmitView.as_view(), name="case-submit"),

@@ -70,6 +70,7 @@ class ImageRow:
         return probability_text(self.probability)
 
     not_assessed: str = ""  # the AI gate's plain sentence when the AI could not assess the image
+    heatmap: str = ""  # data URI of the image with its heatmap over it (cases.reports.heatmaps); "" when none
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,10 @@ class ReportContent:
         return [(label, probability_text(p)) for label, p in self.differential]
 
     ai_assessment: str = ""  # "", assessed, partial or not_assessed (the AI safety gate)
+
+    @property
+    def has_heatmaps(self) -> bool:
+        return any(row.heatmap for row in self.images)
 
 
 @dataclass(frozen=True)

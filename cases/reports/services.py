@@ -20,6 +20,7 @@ from cases import review_rules
 from cases.audit import AuditAction, audit_record
 from cases.models import Case, CaseStatus, Prediction, Report, Review, User
 from cases.reports import render, signing
+from cases.reports.heatmaps import heatmap_thumbnail
 from cases.reports.verify import VALID, check_signature
 from cases.selectors import current_review, report_get
 from cases.services import IllegalTransition, case_mark_reported
@@ -46,7 +47,8 @@ def _image_rows(case: Case) -> list[render.ImageRow]:
         prediction = next((p for p in candidates if p.model_version_id == case.model_version_id), None)
         prediction = prediction or (candidates[0] if candidates else None)
         with image.file.open("rb") as handle:
-            thumb = render.thumbnail(io.BytesIO(handle.read()))
+            content = handle.read()
+        thumb = render.thumbnail(io.BytesIO(content))
         rows.append(
             render.ImageRow(
                 position=image.position + 1,
@@ -58,6 +60,7 @@ def _image_rows(case: Case) -> list[render.ImageRow]:
                 height=thumb.height,
                 top_diagnoses=tuple(prediction.top_diagnoses()) if prediction else (),
                 not_assessed=prediction.explanation if prediction else "",
+                heatmap=heatmap_thumbnail(content, prediction),
             )
         )
     return rows

@@ -6,12 +6,14 @@ lost broker message left behind. ``cases`` in turn knows the worker only by the 
 (``cases.services.queue``). The risk-band rule is the model version's (``model_version.risk_band``).
 """
 
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple, Protocol
 
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -33,6 +35,8 @@ __all__ = [
     "cases_stuck_in_analysis",
     "enqueue_analysis",
 ]
+
+logger = logging.getLogger(__name__)
 
 CLAIMABLE = (CaseStatus.SUBMITTED, CaseStatus.ANALYSING)
 
@@ -90,6 +94,23 @@ class ImageResult:
     reasons: tuple[str, ...] = ()
     quality: dict | None = None
     ood_score: float | None = None
+    # Where the model looked, as a PNG overlay (``inference.explain.overlay_png``); None when the model makes none.
+    heatmap_png: bytes | None = None
+
+
+def _store_heatmap(prediction: Prediction, png: bytes) -> None:
+    """Write the overlay under a new name (never over an earlier one). A storage failure is logged and leaves
+    the prediction without a map: the explanation must not hold back the result it explains."""
+    from cases.services.cases import _storage_errors
+
+    try:
+        prediction.heatmap.save("heatmap.png", ContentFile(png), save=False)
+    except _storage_errors() as exc:
+        logger.warning(
+            "heatmap of %s not stored (%s); the prediction has none", prediction, exc.__class__.__name__
+        )
+        prediction.heatmap = ""
+    prediction.save(update_fields=["heatmap"])
 
 
 @transaction.atomic
@@ -107,7 +128,7 @@ def case_record_analysis(
         raise ValidationError("The analysis does not cover exactly the case's images.")
     for result in results:
         assessed = result.assessment == Assessment.ASSESSED
-        Prediction.objects.update_or_create(
+        prediction, _ = Prediction.objects.update_or_create(
             image_id=result.image_id,
             model_version=model_version,
             defaults={
@@ -124,8 +145,11 @@ def case_record_analysis(
                 "reasons": list(result.reasons),
                 "quality": result.quality or {},
                 "ood_score": result.ood_score,
+                "heatmap": "",
             },
         )
+        if assessed and result.heatmap_png:
+            _store_heatmap(prediction, result.heatmap_png)
     # Only assessed images count: a case whose images all failed the gate has no risk and no band (never a
     # silent "low"); it still goes to the review queue, marked "AI could not assess".
     scored = [float(r.probability) for r in results if r.assessment == Assessment.ASSESSED]

@@ -4,6 +4,7 @@ what), writes go through ``cases.services``."""
 from cases.views.clinic import (
     case_create,
     case_detail,
+    case_heatmap,
     case_image,
     case_list,
     case_status,
@@ -24,6 +25,7 @@ from cases.views.workflow import (
 __all__ = [
     "audit_trail",
     "case_add_images",
+    "case_heatmap",
     "case_submit",
     "notification_outbox",
     "notification_preferences",

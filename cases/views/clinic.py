@@ -295,3 +295,29 @@ def case_image(request: HttpRequest, case_id: int, image_id: int) -> FileRespons
     response = FileResponse(image.file.open("rb"), content_type=image.content_type)
     response["Cache-Control"] = "private, max-age=3600"
     return response
+
+
+@login_required
+@require_GET
+def case_heatmap(request: HttpRequest, case_id: int, prediction_id: int) -> FileResponse:
+    """The heatmap overlay of one prediction of a visible case (org-scoped like the image); audited."""
+    prediction = selectors.prediction_heatmap(request.user, case_id, prediction_id)
+    return heatmap_response(request, prediction, via="web")
+
+
+def heatmap_response(request: HttpRequest, prediction, *, via: str) -> FileResponse:
+    """Audit the read and stream the PNG (shared by the page and the API view). A map is never overwritten,
+    so it may be cached privately."""
+    case = prediction.image.case
+    audit_record(
+        actor=request.user,
+        action=AuditAction.HEATMAP_VIEW,
+        obj=prediction.image,
+        organization=case.organization,
+        case=case.pk,
+        prediction=prediction.pk,
+        via=via,
+    )
+    response = FileResponse(prediction.heatmap.open("rb"), content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -176,3 +176,66 @@ def build_differential_package(
         manifest["calibration"] = calibration
     manifest_path.write_text(json.dumps(manifest, indent=2))
     return folder
+
+
+CAM_GRID = 4  # the tiny backbone's feature grid (32 px image, 8 px patches)
+
+
+def build_cam_member(path: Path, image_size: int = 32, seed: int = 0) -> Path:
+    """Shaped like the bundled members, with a real feature map: NHWC image -> NCHW -> an 8x8 stride-8 "patch"
+    convolution with ReLU (channel 0 answers red, (R - G - B); channel 1 answers grey, G) -> global average pool
+    -> concat with a metadata Dense+ReLU -> Dense over the seven diagnoses -> softmax -> ``positive_sum``.
+    Red pushes mel, grey pushes nv: the malignant score depends only on where the image is red."""
+    rng = np.random.default_rng(seed)
+    classes = len(DIFFERENTIAL_CLASSES)
+    patch = image_size // CAM_GRID
+    kernel = np.zeros((2, 3, patch, patch), np.float32)
+    kernel[0, :, :, :] = np.array([1.0, -1.0, -1.0])[:, None, None] / patch**2
+    kernel[1, 1, :, :] = 1.0 / patch**2
+    dense = np.zeros((2 + 4, classes), np.float32)
+    dense[0, DIFFERENTIAL_CLASSES.index("mel")] = 8.0
+    dense[1, DIFFERENTIAL_CLASSES.index("nv")] = 4.0
+    dense[2:] = rng.normal(0, 0.1, (4, classes))
+    positive = np.array([[c in MALIGNANT_CLASSES] for c in DIFFERENTIAL_CLASSES], dtype=np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "kernel"], ["conv"], strides=[patch, patch]),
+        helper.make_node("Relu", ["conv"], ["features_map"]),
+        helper.make_node("GlobalAveragePool", ["features_map"], ["pooled4d"]),
+        helper.make_node("Squeeze", ["pooled4d", "spatial"], ["pooled"]),
+        helper.make_node("MatMul", ["metadata", "wm"], ["m0"]),
+        helper.make_node("Relu", ["m0"], ["meta"]),
+        helper.make_node("Concat", ["pooled", "meta"], ["concat"], axis=-1),
+        helper.make_node("MatMul", ["concat", "dense"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], [SOFTMAX_TENSOR], axis=1),
+        helper.make_node("MatMul", [SOFTMAX_TENSOR, "positive"], ["positive_sum"]),
+    ]
+    init = [
+        numpy_helper.from_array(kernel, "kernel"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "spatial"),
+        numpy_helper.from_array(rng.normal(0, 0.3, (METADATA_SIZE, 4)).astype(np.float32), "wm"),
+        numpy_helper.from_array(dense, "dense"),
+        numpy_helper.from_array(np.full(classes, -1.0, np.float32), "bias"),
+        numpy_helper.from_array(positive, "positive"),
+    ]
+    out = [helper.make_tensor_value_info("positive_sum", TensorProto.FLOAT, ["batch", 1])]
+    return _save(helper.make_graph(nodes, "cam", _inputs(image_size), out, initializer=init), path)
+
+
+def build_cam_package(folder: Path, *, tta: bool = True, cam: bool = True, **kwargs) -> Path:
+    """A two-member package of :func:`build_cam_member` members declaring the differential; with ``cam`` the
+    map is added the way ``python -m training add-cam`` adds it (``training.cam``)."""
+    from training.cam import CAM_KEY, add_cam_file
+
+    folder = build_differential_package(folder, tta=tta, **kwargs)
+    manifest_path = Path(folder) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for k, member in enumerate(manifest["members"]):
+        path = Path(folder) / member["file"]
+        build_cam_member(path, seed=k)
+        if cam:
+            member["outputs"][CAM_KEY] = add_cam_file(path, member["output"])
+        member["sha256"] = sha256_file(path)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    return folder

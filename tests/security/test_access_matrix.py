@@ -12,21 +12,26 @@ import uuid
 
 import pytest
 from django.core.cache import cache
+from django.core.files.base import ContentFile
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from cases import services
+from cases.models import Prediction
 from cases.reports import signing
 from cases.reports.services import report_generate
 from cases.vocabulary import Role
 from tests.support.factories import PASSWORD, UserFactory
+from tests.support.images import image_bytes
 
-# URL name -> the objects its parameters refer to ("case", "patient", "lesion", "image", "report", "model").
+# URL name -> the objects its parameters refer to ("case", "patient", "lesion", "image", "prediction", "report",
+# "model").
 OBJECT_PARAMS: dict[str, dict[str, str]] = {
     "patient_detail": {"patient_id": "patient"},
     "case_detail": {"case_id": "case"},
     "case_status": {"case_id": "case"},
     "case_image": {"case_id": "case", "image_id": "image"},
+    "case_heatmap": {"case_id": "case", "prediction_id": "prediction"},
     "review_case": {"case_id": "case"},
     "review_correct": {"case_id": "case"},
     "review_request_images": {"case_id": "case"},
@@ -41,6 +46,7 @@ OBJECT_PARAMS: dict[str, dict[str, str]] = {
     "api:case-detail": {"pk": "case"},
     "api:case-status": {"pk": "case"},
     "api:case-images": {"pk": "case"},
+    "api:prediction-heatmap": {"pk": "case", "prediction": "prediction"},
     "api:case-review": {"pk": "case"},
     "api:case-correction": {"pk": "case"},
     "api:case-submit": {"pk": "case"},
@@ -111,6 +117,8 @@ def world(settings, tmp_path, make_case, dermatologist, registered_model, record
     signing.ca_init()
     case = make_case(1)
     record_analysis(case, [0.9])
+    prediction = Prediction.objects.get(image__case=case)
+    prediction.heatmap.save("heatmap.png", ContentFile(image_bytes(fmt="PNG")))  # a stored overlay to refuse
     review = services.review_submit(
         actor=dermatologist, case=case, diagnosis="mel", malignant=True, management="biopsy"
     )
@@ -120,6 +128,7 @@ def world(settings, tmp_path, make_case, dermatologist, registered_model, record
         "patient": case.lesion.patient_id,
         "lesion": case.lesion_id,
         "image": case.images.get().pk,
+        "prediction": prediction.pk,
         "report": report.uid,
         "model": registered_model.pk,
     }
@@ -167,6 +176,7 @@ def test_other_organizations_get_404_and_learn_nothing(world, other_org, client)
         "patient": 987654,
         "lesion": 987654,
         "image": 987654,
+        "prediction": 987654,
         "report": uuid.UUID(int=1),
         "model": 987654,
     }

@@ -189,6 +189,29 @@ def test_diagnosis_supervised_member_serves_the_summed_malignant_probability(tra
     assert served.shape == (3, 1)
     assert np.abs(served - probability).max() <= 1e-4
 
+    # The heatmap the surgery adds equals Keras's Grad-CAM of P(malignant) (GradientTape at the last feature map).
+    from training.cam import CAM_OUTPUT, add_cam_file
+
+    add_cam_file(tmp_path / "dx.onnx", "positive_sum")
+    session = ort.InferenceSession(str(tmp_path / "dx.onnx"), providers=["CPUExecutionProvider"])
+    cam, again = session.run([CAM_OUTPUT, "positive_sum"], {"image": x, "metadata": meta})
+    assert np.array_equal(again, served)  # the surgery changes no existing output
+    backbone, head = model.get_layer("efficientnet_lite0"), model.get_layer("head")
+    pool = backbone.get_layer("avg_pool")
+    feature_model = tf.keras.Model(backbone.inputs, pool.input)
+    malignant = [HAM_CLASSES.index(c) for c in ("akiec", "bcc", "mel")]
+    with tf.GradientTape() as tape:
+        features = feature_model(x, training=False)
+        tape.watch(features)
+        classes = head([pool(features), tf.constant(meta)], training=False)
+        score = tf.reduce_sum(tf.gather(classes, malignant, axis=1))
+    grads = tape.gradient(score, features).numpy()  # (N, H, W, C)
+    height, width = grads.shape[1:3]
+    weights = grads.mean(axis=(1, 2)) * height * width  # Grad-CAM's alpha, without the pool's 1/(H W)
+    expected = np.maximum(np.einsum("nc,nhwc->nhw", weights, features.numpy()), 0.0)
+    assert cam.shape == expected.shape and expected.max() > 0
+    np.testing.assert_allclose(cam, expected, rtol=1e-3, atol=1e-3 * float(expected.max()))
+
     # package finds the seven-class softmax the member sums, and the runtime serves it as the differential
     from inference.package import member_entry
     from inference.runtime import Ensemble, RuntimeConfig
@@ -427,6 +450,7 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     assert 0.0 <= manifest["threshold"] <= manifest["risk_bands"]["high"] <= 1.0
     parity = json.loads((package / "m0.parity.json").read_text())
     assert parity["parity_max_abs_diff"] <= 1e-4
+    assert manifest["members"][0]["outputs"]["cam"] == "teleder_cam"  # the heatmap, added by package
     for name in ("model_card.md", "model_card.json", "roc.png", "reliability.png"):
         assert (package / name).is_file(), name
     card = json.loads((package / "model_card.json").read_text())
