@@ -42,10 +42,10 @@ RECOMPUTING = (
 @dataclass
 class _Library:
     signature: tuple
-    index: VectorIndex
+    index: VectorIndex  # rows grouped by organization (references, organization -1, first), then by id
     embedding_ids: np.ndarray
-    organization_ids: np.ndarray  # -1 for references
     lesion_ids: np.ndarray  # -1 for references
+    blocks: dict[int, tuple[int, int]]  # organization id (-1: references) -> its [start, end) rows
 
 
 _CACHE: dict[tuple[int, str], _Library] = {}
@@ -80,19 +80,31 @@ def library(version_id: int, method: str) -> _Library:
         if cached is not None and cached.signature == signature:
             return cached
     rows = list(
-        _library_rows(version_id, method)
-        .order_by("pk")
-        .values_list("pk", "dims", "vector", "image__case__organization_id", "image__case__lesion_id")
+        _library_rows(version_id, method).values_list(
+            "pk", "dims", "vector", "image__case__organization_id", "image__case__lesion_id"
+        )
     )
     dims = max((r[1] for r in rows), default=0)
-    rows = [r for r in rows if r[1] == dims]
-    matrix = np.frombuffer(b"".join(bytes(r[2]) for r in rows), dtype="<f4").reshape(len(rows), dims)
+    rows = sorted(
+        (
+            (pk, vector, -1 if org is None else org, -1 if lesion is None else lesion)
+            for pk, d, vector, org, lesion in rows
+            if d == dims
+        ),
+        key=lambda r: (r[2], r[0]),
+    )
+    organizations = np.array([r[2] for r in rows], dtype=np.int64)
+    blocks = {}
+    for org in np.unique(organizations):
+        where = np.flatnonzero(organizations == org)
+        blocks[int(org)] = (int(where[0]), int(where[-1]) + 1)
+    matrix = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype="<f4").reshape(len(rows), dims)
     built = _Library(
         signature,
         VectorIndex(matrix),
         np.array([r[0] for r in rows], dtype=np.int64),
-        np.array([-1 if r[3] is None else r[3] for r in rows], dtype=np.int64),
-        np.array([-1 if r[4] is None else r[4] for r in rows], dtype=np.int64),
+        np.array([r[3] for r in rows], dtype=np.int64),
+        blocks,
     )
     with _LOCK:
         _CACHE.clear()  # one version at a time: the active one
@@ -104,7 +116,8 @@ def nearest(
     embedding: Embedding, case: Case, *, k: int = TOP_K, backend: str = "auto"
 ) -> list[tuple[int, float]]:
     """(embedding id, cosine distance) of the ``k`` library images nearest to ``embedding``: reviewed cases of
-    ``case``'s organization (other lesions only) and references. ``backend``: auto, numpy or pgvector."""
+    ``case``'s organization (other lesions only) and references, closest first, ties by embedding id.
+    ``backend``: auto (pgvector when available), numpy or pgvector."""
     query = embedding.as_array()
     if backend == "pgvector" or (backend == "auto" and pgvector.available()):
         return pgvector.search(
@@ -119,10 +132,12 @@ def nearest(
     lib = library(embedding.model_version_id, embedding.method)
     if len(lib.index) == 0 or lib.index.dims != query.shape[0]:
         return []
-    references = lib.organization_ids == -1
-    mask = references | ((lib.organization_ids == case.organization_id) & (lib.lesion_ids != case.lesion_id))
-    rows, distances = lib.index.search(query, k, mask=mask)
-    return [(int(lib.embedding_ids[r]), float(d)) for r, d in zip(rows, distances, strict=True)]
+    # Only the reference sets' rows and the case's organization's rows are read at all.
+    ranges = [lib.blocks[o] for o in (-1, case.organization_id) if o in lib.blocks]
+    searched = np.concatenate([lib.lesion_ids[a:b] for a, b in ranges]) if ranges else np.empty(0)
+    rows, distances = lib.index.search(query, k, ranges=ranges, mask=searched != case.lesion_id)
+    hits = [(int(lib.embedding_ids[r]), float(d)) for r, d in zip(rows, distances, strict=True)]
+    return sorted(hits, key=lambda hit: (hit[1], hit[0]))
 
 
 def _lesions(hits: list[tuple[int, float]]) -> list[SimilarLesion]:

@@ -55,13 +55,16 @@ def feature_progress(*, model_version: ModelVersion) -> Progress:
 
 
 def images_missing_embeddings(*, model_version: ModelVersion, limit: int) -> tuple[list[int], list[int]]:
-    """Up to ``limit`` ids without an embedding under ``model_version``: case images first, then references."""
+    """Up to ``limit`` ids without an embedding under ``model_version``: images of cases awaiting review, of
+    reviewed cases, then references."""
     has = Embedding.objects.filter(model_version=model_version)
+    missing = _embedded_images().exclude(Exists(has.filter(image=OuterRef("pk")))).order_by("pk")
+    # Cases waiting for review first: their review pages need their own images' features to search at all.
     images = list(
-        _embedded_images()
-        .exclude(Exists(has.filter(image=OuterRef("pk"))))
-        .order_by("pk")
-        .values_list("pk", flat=True)[:limit]
+        missing.filter(case__status=CaseStatus.AWAITING_REVIEW).values_list("pk", flat=True)[:limit]
+    )
+    images += list(
+        missing.filter(case__status__in=LIBRARY_STATUSES).values_list("pk", flat=True)[: limit - len(images)]
     )
     references = list(
         ReferenceImage.objects.exclude(Exists(has.filter(reference=OuterRef("pk"))))
