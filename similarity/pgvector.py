@@ -41,7 +41,7 @@ def ensure_column(schema_connection=None) -> bool:
             cursor.execute(f"ALTER TABLE {TABLE} ADD COLUMN IF NOT EXISTS {COLUMN} vector")
             # A vector whose length no longer matches its row (never expected) is dropped, not searched.
             stale = f"{COLUMN} IS NOT NULL AND vector_dims({COLUMN}) <> dims"
-            cursor.execute(f"UPDATE {TABLE} SET {COLUMN} = NULL WHERE {stale}")  # noqa: S608 - constants
+            cursor.execute(f"UPDATE {TABLE} SET {COLUMN} = NULL WHERE {stale}")  # noqa: S608  # nosec B608 - constant names
     except DatabaseError as exc:
         logger.info("pgvector is not available (%s); the in-process NumPy index serves", exc)
         _available.pop(conn.alias, None)
@@ -69,7 +69,7 @@ def literal(vector: np.ndarray) -> str:
 def store(embedding_id: int, vector: np.ndarray) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {TABLE} SET {COLUMN} = %s::vector WHERE id = %s",  # noqa: S608 - constant names
+            f"UPDATE {TABLE} SET {COLUMN} = %s::vector WHERE id = %s",  # noqa: S608  # nosec B608 - constant names
             [literal(vector), embedding_id],
         )
 
@@ -80,7 +80,7 @@ def backfill() -> int:
 
     done = 0
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {TABLE} WHERE {COLUMN} IS NULL")  # noqa: S608 - constant names
+        cursor.execute(f"SELECT id FROM {TABLE} WHERE {COLUMN} IS NULL")  # noqa: S608  # nosec B608 - constant names
         ids = [row[0] for row in cursor.fetchall()]
     for embedding in Embedding.objects.filter(pk__in=ids).only("pk", "vector"):
         store(embedding.pk, embedding.as_array())
@@ -101,17 +101,15 @@ def search(
     """(embedding id, cosine distance) of the k nearest library embeddings, closest first (ties by id)."""
     placeholders = ", ".join(["%s"] * len(statuses))
     # Only constant identifiers are formatted in; every value is a parameter.
-    sql = f"""
-        SELECT e.id, (e.{COLUMN} <=> %s::vector) AS distance
-        FROM {TABLE} e
-        LEFT JOIN cases_lesionimage i ON i.id = e.image_id
-        LEFT JOIN cases_case c ON c.id = i.case_id
-        WHERE e.model_version_id = %s AND e.method = %s AND e.dims = %s AND e.{COLUMN} IS NOT NULL
-          AND (e.reference_id IS NOT NULL
-               OR (c.organization_id = %s AND c.lesion_id <> %s AND c.status IN ({placeholders})))
-        ORDER BY distance, e.id
-        LIMIT %s
-    """  # noqa: S608
+    sql = (  # nosec B608
+        f"SELECT e.id, (e.{COLUMN} <=> %s::vector) AS distance FROM {TABLE} e "  # noqa: S608  # nosec B608
+        "LEFT JOIN cases_lesionimage i ON i.id = e.image_id "
+        "LEFT JOIN cases_case c ON c.id = i.case_id "
+        f"WHERE e.model_version_id = %s AND e.method = %s AND e.dims = %s AND e.{COLUMN} IS NOT NULL "
+        "AND (e.reference_id IS NOT NULL "
+        f"OR (c.organization_id = %s AND c.lesion_id <> %s AND c.status IN ({placeholders}))) "
+        "ORDER BY distance, e.id LIMIT %s"
+    )
     query = np.asarray(query, dtype=np.float32).ravel()
     params = [
         literal(query),

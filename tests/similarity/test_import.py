@@ -12,7 +12,17 @@ from cases.models import AuditEvent
 from similarity.models import Embedding, ReferenceImage, ReferenceSet
 from tests.similarity.conftest import colour_image
 
-COLUMNS = ["image_id", "filename", "diagnosis", "malignant", "age", "sex", "anatom_site", "lesion_id", "source"]
+COLUMNS = [
+    "image_id",
+    "filename",
+    "diagnosis",
+    "malignant",
+    "age",
+    "sex",
+    "anatom_site",
+    "lesion_id",
+    "source",
+]
 
 
 def write_set(folder: Path, rows: list[dict], *, missing: tuple[str, ...] = ()) -> Path:

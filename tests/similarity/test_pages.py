@@ -50,9 +50,7 @@ def test_the_review_page_shows_the_nearest_confirmed_lesions_of_the_organization
     assert library["south"].lesion.patient.reference not in page
 
 
-def test_the_api_lists_neighbours_by_distance_and_never_another_organizations(
-    client, dermatologist, library
-):
+def test_the_api_lists_neighbours_by_distance_and_never_another_organizations(client, dermatologist, library):
     client.force_login(dermatologist)
     response = client.get(reverse("api:case-similar", args=[library["query"].pk]))
     assert response.status_code == 200
@@ -80,7 +78,9 @@ def test_another_organizations_reader_gets_a_404_and_sees_only_their_own_library
 
 def test_a_platform_admin_also_sees_only_the_cases_organization(client, platform_admin, library):
     client.force_login(platform_admin)
-    lesions = client.get(reverse("api:case-similar", args=[library["query"].pk])).json()["images"][0]["lesions"]
+    lesions = client.get(reverse("api:case-similar", args=[library["query"].pk])).json()["images"][0][
+        "lesions"
+    ]
     assert library["south"].pk not in [lesion["case_id"] for lesion in lesions]
     assert len(lesions) == 2
 

@@ -47,7 +47,9 @@ def test_the_retrieval_report_measures_precision_at_5_on_labelled_vectors():
     report = retrieval_report(vectors[:100], labels[:100], vectors[100:], labels[100:], k=5)
     assert report["retrieval_precision_at_5"] == 1.0 and report["references"] == 300
     assert report["retrieval_ms_p95"] >= 0
-    shuffled = retrieval_report(vectors[:100], labels[:100], vectors[100:], rng.permutation(labels[100:]), k=5)
+    shuffled = retrieval_report(
+        vectors[:100], labels[:100], vectors[100:], rng.permutation(labels[100:]), k=5
+    )
     assert shuffled["retrieval_precision_at_5"] < 0.7
     with pytest.raises(ValueError, match="one label per vector"):
         retrieval_report(vectors[:3], labels[:2], vectors, labels)
@@ -76,11 +78,14 @@ def test_numpy_search_orders_the_organizations_library_by_distance(org_library):
 
 
 @pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="pgvector needs PostgreSQL (the default test settings use SQLite)"
+    connection.vendor != "postgresql",
+    reason="pgvector needs PostgreSQL (the default test settings use SQLite)",
 )
 def test_numpy_and_pgvector_give_the_same_neighbours(org_library):
     if not pgvector.ensure_column():
-        pytest.skip("the PostgreSQL server has no pgvector extension (Debian 12 ships no postgresql-15-pgvector)")
+        pytest.skip(
+            "the PostgreSQL server has no pgvector extension (Debian 12 ships no postgresql-15-pgvector)"
+        )
     pgvector.backfill()
     for embedding in Embedding.objects.filter(image__case__organization=org_library.organization):
         case = embedding.image.case
