@@ -7,7 +7,7 @@ platform does (``Ensemble.run_with_features`` -> ``similarity.embedding``), and 
 300 queries, 1500 references, seed 0: about 3-15 minutes on 2 cores).
 
     PYTHONPATH=. .venv/bin/python scripts/retrieval_eval.py [--data ../shared/data/derm] [--model models/default]
-        [--queries 300] [--references 1500] [--features-cache /tmp/features.npz] [--json]
+        [--queries 300] [--references 1500] [--components 64] [--features-cache /tmp/features.npz] [--json]
 
 ``--features-cache`` keeps the members' pooled features, so that a second run (other embeddings) is instant.
 """
@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from inference.package import read_manifest  # noqa: E402
 from inference.runtime import Ensemble  # noqa: E402
 from inference.sessions import RuntimeConfig  # noqa: E402
+from similarity import embedding  # noqa: E402
 from similarity.embedding import GATE_PCA, MEAN, embed_members, projections_of  # noqa: E402
 from similarity.evaluation import retrieval_report  # noqa: E402
 
@@ -58,8 +59,15 @@ def main() -> None:
     parser.add_argument("--references", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--features-cache", default="")
+    parser.add_argument(
+        "--components",
+        type=int,
+        default=embedding.COMPONENTS_PER_MEMBER,
+        help="gate_pca components per member",
+    )
     parser.add_argument("--json", action="store_true", help="print only the JSON")
     args = parser.parse_args()
+    embedding.COMPONENTS_PER_MEMBER = args.components
     data, model = Path(args.data), Path(args.model)
     with (data / "labels.csv").open(newline="") as handle:
         rows = {row["image_id"]: row for row in csv.DictReader(handle)}
