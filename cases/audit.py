@@ -40,6 +40,7 @@ class AuditAction(models.TextChoices):
     CASE_DICOM_IMPORT = "case.dicom_import"
     CASE_ISIC_EXPORT = "case.isic_export"
     AUDIT_EXPORT = "audit.export"
+    REFERENCE_SET_IMPORT = "reference_set.import"
 
 
 def audit_record(

@@ -178,8 +178,25 @@ def model_activate(
             previous=[str(old) for old in previous],
             **({"forced": True, "reason": force_reason.strip(), "refusal": refusal} if refusal else {}),
         )
+        # The similarity library's features are per model version: recompute them in the background.
+        transaction.on_commit(lambda: _enqueue_library_recompute(target.pk))
     logger.info("activated model %s (previously %s)", target, ", ".join(map(str, previous)) or "none")
     return target
+
+
+# Published by name (the similarity app sits above inference, as cases know the analysis task by name).
+RECOMPUTE_LIBRARY_TASK = "similarity.tasks.recompute_embeddings"
+
+
+def _enqueue_library_recompute(model_version_id: int) -> None:
+    """Ask for the similarity library's features under the newly active version; a broker outage is logged
+    (the library's sweep publishes it again)."""
+    from teleder.celery import app
+
+    try:
+        app.send_task(RECOMPUTE_LIBRARY_TASK, args=[model_version_id], queue="inference")
+    except Exception:  # noqa: BLE001 - activating a model must not fail because the broker is away
+        logger.warning("could not enqueue the similarity recompute of %s", model_version_id, exc_info=True)
 
 
 def register_bundled_model() -> ModelVersion | None:

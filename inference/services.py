@@ -11,12 +11,13 @@ act on. Transient problems (database or storage unavailable) propagate as except
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.db import DatabaseError
 from django.utils import timezone
 from PIL import Image
 
@@ -37,6 +38,8 @@ from inference.quality import DEFAULT_THRESHOLDS, failed_reasons, quality_checks
 from inference.registry import ensemble_for
 from inference.runtime import ImageOutcome, ModelError
 from inference.selectors import active_model_version
+from similarity.embedding import Embeddings, embeddings_from_run
+from similarity.store import case_embeddings_record
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +120,12 @@ def case_analyse(*, case_id: int, worker: str = "") -> Any:
             case_id, f"The case's images or patient details cannot be prepared for the model: {exc}."
         )
     try:
-        outcomes, model_ms = ensemble.run(inputs)
+        # One session run gives the probabilities and the pooled features: the AI gate scores them, and the
+        # similarity library stores them (``similarity.store``) once the results are recorded.
+        outcomes, features, model_ms = ensemble.run_with_features(inputs)
+        if ensemble.ood is not None and features:
+            scores = ensemble.ood.score(features)
+            outcomes = [replace(o, ood_score=float(s)) for o, s in zip(outcomes, scores, strict=True)]
     except ModelError as exc:
         return analysis_fail(case_id, f"The model {version} failed on this case: {exc}.")
     per_image_ms = model_ms / len(images)
@@ -142,11 +150,29 @@ def case_analyse(*, case_id: int, worker: str = "") -> Any:
             )
         )
     try:
-        return case_record_analysis(case_id=case_id, model_version=version, results=results)
+        recorded = case_record_analysis(case_id=case_id, model_version=version, results=results)
     except IllegalTransition:
         return None
     except ValidationError as exc:
         return analysis_fail(case_id, f"The analysis could not be stored: {' '.join(exc.messages)}")
+    _store_embeddings(version, images, embeddings_from_run(ensemble, outcomes, features))
+    return recorded
+
+
+def _store_embeddings(version: Any, images: list, embeddings: Embeddings | None) -> None:
+    """The case images' retrieval embeddings for the similarity library. A failure here never fails the
+    analysed case: the library's recompute task fills what is missing (``similarity.tasks``)."""
+    if embeddings is None:
+        return
+    try:
+        case_embeddings_record(
+            model_version_id=version.pk,
+            method=embeddings.method,
+            image_ids=[image.pk for image in images],
+            vectors=embeddings.vectors,
+        )
+    except DatabaseError:
+        logger.warning("could not store the embeddings of %s images", len(images), exc_info=True)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teleder.settings")
 
 app = Celery("teleder")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["inference", "cases.reports", "cases", "learning"])
+app.autodiscover_tasks(["inference", "cases.reports", "cases", "learning", "similarity"])
 
 
 @before_task_publish.connect

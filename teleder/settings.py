@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "teleder",  # project-wide management commands (demo, embedded_redis)
     "interop",
     "learning",
+    "similarity",
     "django_prometheus",
 ]
 
@@ -234,6 +235,7 @@ CELERY_TASK_ROUTES = {
     "inference.tasks.analyse_case": {"queue": "inference"},
     "cases.reports.tasks.*": {"queue": "default"},
     "cases.tasks.*": {"queue": "default"},
+    "similarity.tasks.recompute_embeddings": {"queue": "inference"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Publishing must not hang a web request when the broker is down: the sweeper re-enqueues later.
@@ -262,12 +264,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "learning.tasks.check_drift",
         "schedule": float(os.environ.get("TELEDER_DRIFT_INTERVAL_S", "86400")),
     },
+    # A recompute of the similarity library that a lost message or a dead worker left unfinished.
+    "sweep-missing-embeddings": {
+        "task": "similarity.tasks.sweep_missing_embeddings",
+        "schedule": float(os.environ.get("TELEDER_SIMILARITY_SWEEP_INTERVAL_S", "600")),
+    },
     # Reviews whose report task was lost: the same interval as the analysis sweeper.
     "sweep-missing-reports": {
         "task": "cases.reports.tasks.sweep_missing_reports",
         "schedule": float(os.environ.get("TELEDER_SWEEP_INTERVAL_S", "30")),
     },
 }
+# Similar confirmed lesions (docs/similarity.md): images per recompute chunk (one task run).
+TELEDER_SIMILARITY_CHUNK = int(os.environ.get("TELEDER_SIMILARITY_CHUNK", "32"))
 # Drift monitoring (learning.monitoring): the window compared, its reference, and when a shift alerts.
 TELEDER_DRIFT_WINDOW_DAYS = int(os.environ.get("TELEDER_DRIFT_WINDOW_DAYS", "7"))
 TELEDER_DRIFT_BASELINE_DAYS = int(os.environ.get("TELEDER_DRIFT_BASELINE_DAYS", "28"))

@@ -10,12 +10,21 @@ from inference import urls as inference_urls
 from interop import urls as interop_urls
 from interop.views import case_dicom_zip
 from learning import urls as learning_urls
+from similarity import urls as similarity_urls
 from teleder.metrics import metrics
 
 api = [
     path(
         "v1/",
-        include([*cases_api.v1, *inference_urls.api_v1, *interop_urls.api_v1, *learning_urls.api_v1]),
+        include(
+            [
+                *cases_api.v1,
+                *inference_urls.api_v1,
+                *interop_urls.api_v1,
+                *learning_urls.api_v1,
+                *similarity_urls.api_v1,
+            ]
+        ),
     ),
     *cases_api.schema,
 ]
@@ -30,6 +39,7 @@ urlpatterns = [
     path("cases/<int:case_id>/dicom.zip", case_dicom_zip, name="case_dicom_zip"),
     path("", include("inference.urls")),
     path("", include("learning.urls")),
+    path("", include("similarity.urls")),
     path("", include("cases.urls")),
 ]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("teleder", "cases", "inference", "training", "interop", "learning")
+APPS = ("teleder", "cases", "inference", "training", "interop", "learning", "similarity")
 PURE_CORE = ("inference.package", "inference.preprocessing", "inference.runtime")
 # The one module of ``cases`` that inference may use to change a case: claim, record results, fail, sweep.
 DECLARED_INTERFACE = "cases.services.analysis"
@@ -35,6 +35,11 @@ INFERENCE_MAY_IMPORT_FROM_CASES = (
     "cases.api.permissions",
     "cases.api.urls",
 )
+# The similarity library sits above cases and inference; the analysis task stores embeddings through these
+# two modules (which import nothing from inference), so the apps meet in one declared place.
+INFERENCE_MAY_IMPORT_FROM_SIMILARITY = ("similarity.store", "similarity.embedding")
+# Pure NumPy: the embedding, the index and the retrieval report (training's evaluate-explanations uses them).
+SIMILARITY_PURE = ("similarity.embedding", "similarity.index", "similarity.evaluation")
 WORKER_MUST_NOT_LOAD = ("tensorflow", "keras", "tf2onnx", "torch", "training")
 MAX_LINES = 600
 # Files that may still pass the limit, each with the reason; the list only shrinks.
@@ -178,6 +183,24 @@ def test_inference_changes_cases_only_through_the_declared_interface():
     assert (
         violations(ROOT, source="inference", forbidden="cases", allowed=INFERENCE_MAY_IMPORT_FROM_CASES) == []
     )
+
+
+def test_cases_import_nothing_from_similarity_and_inference_only_its_declared_interface():
+    assert violations(ROOT, source="cases", forbidden="similarity") == []
+    assert (
+        violations(
+            ROOT, source="inference", forbidden="similarity", allowed=INFERENCE_MAY_IMPORT_FROM_SIMILARITY
+        )
+        == []
+    )
+    for module in INFERENCE_MAY_IMPORT_FROM_SIMILARITY:
+        path = ROOT.joinpath(*module.split(".")).with_suffix(".py")
+        assert [m for _, m in imports_of(path, ROOT) if m.split(".")[0] == "inference"] == [], module
+
+
+def test_similaritys_pure_modules_load_no_django():
+    loaded = loaded_modules("\n".join(f"import {m}" for m in SIMILARITY_PURE), django_settings=False)
+    assert "similarity" in loaded and "django" not in loaded and "inference" not in loaded
 
 
 def pure_core_closure(root: Path) -> dict[str, list[str]]:

@@ -115,6 +115,8 @@ class ReportContent:
     # (class label, probability) of the AI's multiclass output, highest first; empty when not available.
     differential: list[tuple[str, float]] = field(default_factory=list)
     ai_not_assessed: bool = False
+    # Similar confirmed lesions per image: (position, ((diagnosis, source, cosine distance), ...)); no images.
+    similar_lesions: list[tuple[int, tuple[tuple[str, str, float], ...]]] = field(default_factory=list)
 
     @property
     def case_risk_text(self) -> str:

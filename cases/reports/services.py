@@ -8,6 +8,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
@@ -15,6 +16,7 @@ from django.db import transaction
 from django.db.models import Prefetch
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from cases import review_rules
 from cases.audit import AuditAction, audit_record
@@ -64,6 +66,17 @@ def _image_rows(case: Case) -> list[render.ImageRow]:
             )
         )
     return rows
+
+
+# The similarity app sits above cases: the report knows its one function by name, as the cases know the
+# analysis task by name.
+SIMILAR_FOR_REPORT = "similarity.report.similar_for_report"
+
+
+def _similar_lesions(case: Case) -> list:
+    if not apps.is_installed("similarity"):
+        return []
+    return import_string(SIMILAR_FOR_REPORT)(case)
 
 
 def add_months(day: dt.date, months: int) -> dt.date:
@@ -139,6 +152,7 @@ def report_content(
         follow_up_due=follow_up_due,
         differential=_differential(case),
         ai_not_assessed=case.risk is None and case.analysed_at is not None,
+        similar_lesions=_similar_lesions(case),
     )
 
 
