@@ -52,6 +52,15 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--fill", choices=("mean", "blur"), default="mean", help="what removed pixels become")
     p.add_argument("--seed", type=int, default=0, help="seed of the random maps")
+    p.add_argument(
+        "--reference",
+        action="append",
+        help="labels CSV of the reference library (repeatable): measure retrieval_precision_at_5 and "
+        "retrieval_ms_p95 of the similar-lesion search, the validation images (both labels) as queries; images "
+        "and lesions that are also queries are left out of the references",
+    )
+    p.add_argument("--retrieval-queries", type=int, default=300, help="query images at most (default 300)")
+    p.add_argument("--reference-limit", type=int, help="reference images at most (sampled; default all)")
     p.add_argument("--json", action="store_true", help="print only the JSON line")
 
 
@@ -84,10 +93,26 @@ def run_command(args) -> int:
 
 
 def retrieval_metrics(args) -> dict:
-    """The similar-cases half of the faithfulness check (``retrieval_precision_at_5``, ``retrieval_ms_p95``):
-    one call to ``similarity.evaluation.retrieval_report(...)`` once that module is merged. Empty until then:
-    no figure is printed that was not measured."""
-    return {}
+    """The similar-cases half of the faithfulness check (``retrieval_precision_at_5``, ``retrieval_ms_p95``,
+    ``references``): the validation images (both labels) searched among ``--reference`` CSV's images with the
+    package's embedding (``training.retrieval_eval``). Without ``--reference`` nothing is measured and nothing
+    is printed for it."""
+    if not args.reference:
+        return {}
+    from training.data import Split, load_dataset
+    from training.retrieval_eval import retrieval_metrics as measure
+
+    dataset = load_dataset(args.data, check_images=False)
+    if args.split:
+        _, dataset = Split.load(args.split).apply(dataset)
+    return measure(
+        args.model,
+        dataset.records,
+        args.reference,
+        max_queries=args.retrieval_queries,
+        max_references=args.reference_limit,
+        seed=args.seed,
+    )
 
 
 def _fractions(text: str) -> tuple[float, ...]:

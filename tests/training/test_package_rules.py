@@ -137,3 +137,23 @@ def test_the_threshold_and_bands_are_chosen_on_calibrated_scores(crafted):
     card = (tmp_path / "out" / "model_card.md").read_text()
     assert "## Calibration" in card and "Subgroup check passed" in card
     assert "### metadata" in card and "| all present |" in card
+
+
+def test_package_refuses_an_impossible_threshold_rule_before_exporting(tmp_path, capsys):
+    from training.__main__ import main
+
+    args = ["package", "--member", f"m0={tmp_path / 'no-run'}", "--out", str(tmp_path / "p")]
+    assert main([*args, "--sensitivity-confidence", "1"]) == 2
+    assert "--sensitivity-confidence must be in [0, 1)" in capsys.readouterr().err
+    assert main([*args, "--target-sensitivity", "0"]) == 2
+    assert "--target-sensitivity must be in (0, 1]" in capsys.readouterr().err
+    assert main(["package", "--out", str(tmp_path / "p")]) == 2
+    assert (
+        "give --member NAME=RUN_DIR (repeatable), --from-package PACKAGE, or both" in capsys.readouterr().err
+    )
+    assert main([*args, "--drop-member", "m0"]) == 2
+    assert "--drop-member names a member of --from-package's package" in capsys.readouterr().err
+    rethreshold = ["package", "--from-package", str(tmp_path / "nope"), "--out", str(tmp_path / "p")]
+    assert main([*rethreshold, "--version", "2"]) == 2
+    assert "is not a model package" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()

@@ -538,26 +538,6 @@ def test_export_package_evaluate_register_and_serve(trained_run, tmp_path, db, s
     assert np.abs(served - calibration.apply(expected)).max() <= 1e-4
 
 
-def test_package_refuses_an_impossible_threshold_rule_before_exporting(tmp_path, capsys):
-    from training.__main__ import main
-
-    args = ["package", "--member", f"m0={tmp_path / 'no-run'}", "--out", str(tmp_path / "p")]
-    assert main([*args, "--sensitivity-confidence", "1"]) == 2
-    assert "--sensitivity-confidence must be in [0, 1)" in capsys.readouterr().err
-    assert main([*args, "--target-sensitivity", "0"]) == 2
-    assert "--target-sensitivity must be in (0, 1]" in capsys.readouterr().err
-    assert main(["package", "--out", str(tmp_path / "p")]) == 2
-    assert (
-        "give --member NAME=RUN_DIR (repeatable), --from-package PACKAGE, or both" in capsys.readouterr().err
-    )
-    assert main([*args, "--drop-member", "m0"]) == 2
-    assert "--drop-member names a member of --from-package's package" in capsys.readouterr().err
-    rethreshold = ["package", "--from-package", str(tmp_path / "nope"), "--out", str(tmp_path / "p")]
-    assert main([*rethreshold, "--version", "2"]) == 2
-    assert "is not a model package" in capsys.readouterr().err
-    assert not (tmp_path / "p").exists()
-
-
 def test_register_command_rejects_a_broken_package(tmp_path, db, settings, capsys):
     from training.__main__ import main
 
