@@ -57,10 +57,13 @@ OBJECT_PARAMS: dict[str, dict[str, str]] = {
     "api:model-version-activate": {"pk": "model"},
     "api:case-dicom": {"pk": "case"},
     "api:case-fhir": {"pk": "case"},
+    "api:case-similar": {"pk": "case"},
+    "reference_thumbnail": {"reference_id": "reference"},
     "case_dicom_zip": {"case_id": "case"},
 }
 # Model versions are platform-wide, not an organization's data: they are checked by role, not organization.
-PLATFORM_OBJECTS = {"model"}
+# Reference images (similarity) hold no patient data and belong to no organization: checked by role too.
+PLATFORM_OBJECTS = {"model", "reference"}
 PUBLIC = {
     "login",
     "password_reset",
@@ -131,6 +134,7 @@ def world(settings, tmp_path, make_case, dermatologist, registered_model, record
         "prediction": prediction.pk,
         "report": report.uid,
         "model": registered_model.pk,
+        "reference": 1,
     }
 
 
@@ -179,6 +183,7 @@ def test_other_organizations_get_404_and_learn_nothing(world, other_org, client)
         "prediction": 987654,
         "report": uuid.UUID(int=1),
         "model": 987654,
+        "reference": 987654,
     }
     tried = denied = 0
     failures = []
