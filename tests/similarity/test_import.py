@@ -9,20 +9,11 @@ from django.urls import reverse
 
 from cases.audit import AuditAction
 from cases.models import AuditEvent
+from learning.services import EXPORT_COLUMNS
 from similarity.models import Embedding, ReferenceImage, ReferenceSet
 from tests.similarity.conftest import colour_image
 
-COLUMNS = [
-    "image_id",
-    "filename",
-    "diagnosis",
-    "malignant",
-    "age",
-    "sex",
-    "anatom_site",
-    "lesion_id",
-    "source",
-]
+COLUMNS = list(EXPORT_COLUMNS)  # the data CSV format (training/data.py reads it)
 
 
 def write_set(folder: Path, rows: list[dict], *, missing: tuple[str, ...] = ()) -> Path:

@@ -9,20 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from learning.services import EXPORT_COLUMNS
 from tests.inference.members import build_cam_package
 from training.__main__ import main
-
-FIELDS = [
-    "image_id",
-    "filename",
-    "diagnosis",
-    "malignant",
-    "age",
-    "sex",
-    "anatom_site",
-    "lesion_id",
-    "source",
-]
 
 
 def lesions(folder, prefix: str, n: int = 24, seed: int = 0):
@@ -52,7 +41,7 @@ def lesions(folder, prefix: str, n: int = 24, seed: int = 0):
             }
         )
     with open(folder / "labels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
     return folder / "labels.csv"
