@@ -36,27 +36,37 @@ def heatmap_latency(package: Path, images: list[bytes], rounds: int = 3) -> dict
         outcomes, _ = on.run(on.prepare([image], meta))
         overlay_png(outcomes[0].heatmap, image.width, image.height)
 
+    return interleaved_overhead(case_on, case_off, images, rounds=rounds, key="maps")
+
+
+def interleaved_overhead(
+    case_on: Callable[[bytes], None],
+    case_off: Callable[[bytes], None],
+    images: list[bytes],
+    *,
+    rounds: int,
+    key: str,
+) -> dict:
+    """Time ``case_on`` against ``case_off`` on the same images, interleaved (so load drifts hit both alike)
+    after a warm-up of three images each; medians as ``<key>_on_p50_ms`` / ``<key>_off_p50_ms``, their ratio
+    minus one as ``<key>_overhead`` and the count per side as ``<key>_cases``."""
     for data in images[:3]:  # warm-up both sessions
         case_off(data)
         case_on(data)
-    with_map, without = [], []
+    timed: dict[bool, list[float]] = {True: [], False: []}
     for _ in range(rounds):
         for data in images:
-            for fn, sink in ((case_on, with_map), (case_off, without)):
-                sink.append(_timed(fn, data))
-    on_s, off_s = statistics.median(with_map), statistics.median(without)
+            for on, fn in ((True, case_on), (False, case_off)):
+                tick = time.perf_counter()
+                fn(data)
+                timed[on].append(time.perf_counter() - tick)
+    on_s, off_s = statistics.median(timed[True]), statistics.median(timed[False])
     return {
-        "maps_cases": len(with_map),
-        "maps_on_p50_ms": round(on_s * 1000, 1),
-        "maps_off_p50_ms": round(off_s * 1000, 1),
-        "maps_overhead": round(on_s / off_s - 1, 4),
+        f"{key}_cases": len(timed[True]),
+        f"{key}_on_p50_ms": round(on_s * 1000, 1),
+        f"{key}_off_p50_ms": round(off_s * 1000, 1),
+        f"{key}_overhead": round(on_s / off_s - 1, 4),
     }
-
-
-def _timed(fn: Callable[[bytes], None], data: bytes) -> float:
-    tick = time.perf_counter()
-    fn(data)
-    return time.perf_counter() - tick
 
 
 def print_heatmaps(result: dict) -> None:

@@ -197,23 +197,9 @@ def gate_latency(package: Path, n_cases: int, rounds: int = 3) -> dict:
         failed_reasons(quality_checks(image, thresholds))
         assert outcomes[0].ood_score is not None
 
-    for data in images[:3]:  # warm-up both sessions
-        case_off(data)
-        case_on(data)
-    with_gate, without = [], []
-    for _ in range(rounds):
-        for data in images:
-            for fn, sink in ((case_on, with_gate), (case_off, without)):
-                tick = time.perf_counter()
-                fn(data)
-                sink.append(time.perf_counter() - tick)
-    on_s, off_s = statistics.median(with_gate), statistics.median(without)
-    return {
-        "gate_cases": len(with_gate),
-        "gate_on_p50_ms": round(on_s * 1000, 1),
-        "gate_off_p50_ms": round(off_s * 1000, 1),
-        "gate_overhead": round(on_s / off_s - 1, 4),
-    }
+    from benchmarks.explanations import interleaved_overhead
+
+    return interleaved_overhead(case_on, case_off, images, rounds=rounds, key="gate")
 
 
 def print_gate(result: dict) -> None:
