@@ -40,6 +40,9 @@ def _fit_parser(sub) -> None:
         "limit": "use only the first N rows (smoke tests)",
         "max_minutes": "stop after the epoch that passes this time budget",
         "cache": "read the images, labels and split from an image cache (cache-images) instead of --data",
+        "activation_cache": "cached mode: a folder to keep the frozen-bottom activations in; a later run with the "
+        "same backbone, input, --top-blocks, --cache-variants and images loads them instead of recomputing "
+        "(members that differ only in seed share them)",
         "epochs_from_budget": "phase 2: after the first epoch, run as many epochs as fit in --max-minutes "
         "(at most --finetune-epochs; the cosine schedule spans them)",
         "mixed_precision": "auto (on with a GPU), on, off, float16 or bfloat16",

@@ -30,6 +30,7 @@ from training.metrics import (
     roc_curve,
     sensitivity_shortfalls,
     subgroup_aucs,
+    threshold_for_group_floors,
     threshold_for_sensitivity,
     threshold_for_specificity,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "age_band",
     "metadata_pattern",
     "subgroup_aucs",
+    "threshold_for_group_floors",
     "MIN_GROUP_POSITIVES",
     "GROUP_SENSITIVITY_FLOOR",
     "sensitivity_shortfalls",

@@ -305,6 +305,40 @@ def sensitivity_shortfalls(
     return out
 
 
+def threshold_for_group_floors(
+    subgroups_of: dict[str, list[str]],
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    *,
+    min_positives: int = MIN_GROUP_POSITIVES,
+    floor: float = GROUP_SENSITIVITY_FLOOR,
+) -> dict:
+    """The highest threshold <= ``threshold`` at which every group with >= ``min_positives`` positives keeps
+    sensitivity >= ``floor``. ``subgroups_of``: {"age_band": [band of each case], "source": [...]}.
+
+    Lowering one shared threshold only flags more cases, so the overall sensitivity rule that chose
+    ``threshold`` still holds. Returns {threshold, lowered_from, lowered_for: [{group, value, positives,
+    threshold}]} (``lowered_for`` empty when no group needed it)."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    lowered_for, new = [], float(threshold)
+    for group, values in subgroups_of.items():
+        values = np.asarray(values)
+        for value in sorted(set(values.tolist())):
+            positives = np.sort(scores[(values == value) & labels])[::-1]
+            if len(positives) < min_positives:
+                continue
+            keep = max(1, int(np.ceil(floor * len(positives) - 1e-9)))
+            needed = float(positives[keep - 1])
+            if needed < new:
+                lowered_for.append(
+                    {"group": group, "value": value, "positives": len(positives), "threshold": needed}
+                )
+            new = min(new, needed)
+    return {"threshold": new, "lowered_from": float(threshold), "lowered_for": lowered_for}
+
+
 def balanced_accuracy(diagnoses: list[str], classes: np.ndarray, class_names: list[str]) -> dict:
     """Balanced multiclass accuracy (the ISIC 2018 Task 3 metric: mean recall over the classes present, argmax
     prediction, ties count as wrong) over the records whose diagnosis is one of ``class_names``. Computed with

@@ -16,7 +16,20 @@ def _fmt(value) -> str:
 
 
 def threshold_sentence(rule: dict | None, threshold: float, target: float) -> str:
-    """How the decision threshold was chosen, in one sentence for the model card."""
+    """How the decision threshold was chosen, in one sentence for the model card (two when it was lowered so
+    that every age band and source keeps the sensitivity floor)."""
+    if rule and rule.get("lowered_for"):
+        groups = ", ".join(
+            f"{g['group'].replace('_', ' ')} {g['value']} ({g['positives']} malignant)"
+            for g in rule["lowered_for"]
+        )
+        base = {k: v for k, v in rule.items() if k not in ("lowered_for", "lowered_from")}
+        return (
+            threshold_sentence(base, threshold, target)
+            + f" It was then lowered from {rule['lowered_from']:.4f} so that every age band and source with "
+            f">= {MIN_GROUP_POSITIVES} malignant validation images keeps sensitivity >= "
+            f"{GROUP_SENSITIVITY_FLOOR:.2f}; needed for: {groups}."
+        )
     if not rule or not rule.get("confidence"):
         return f"Decision threshold {threshold:.4f}, chosen on this validation split for sensitivity >= {target:.2f}."
     flagged = f"it flags {rule['flagged']} of the {rule['positives']} malignant validation images"

@@ -105,6 +105,7 @@ def build_package(
     calibrate: bool = True,
     scores: str | Path | None = None,
     allow_subgroup_shortfall: bool = False,
+    lower_threshold_for_subgroups: bool = False,
     card_sections: list[dict] | None = None,
 ) -> dict:
     """``members``: [{name, onnx (path), image_spec (dict), output, backbone, run_dir?, parity_max_abs_diff?}].
@@ -122,7 +123,9 @@ def build_package(
     members instead of running them. The threshold must keep sensitivity >= 0.90 in every age band and source
     with >= 30 malignant validation images; otherwise :class:`SubgroupShortfall` is raised and no manifest is
     left behind, unless ``allow_subgroup_shortfall`` (then the shortfall is printed, and recorded in the
-    manifest's metrics and the model card)."""
+    manifest's metrics and the model card). ``lower_threshold_for_subgroups``: instead, lower the threshold
+    until every such group reaches the floor (``training.metrics.threshold_for_group_floors``; the groups that
+    needed it and the threshold before are recorded in ``threshold_rule`` and printed in the model card)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -174,6 +177,32 @@ def build_package(
             classes = calibrated_differential(classes, mask, scores_used)
     threshold_rule = ev.choose_threshold(labels, scores_used, target_sensitivity, sensitivity_confidence)
     threshold = threshold_rule["threshold"]
+    if lower_threshold_for_subgroups:
+        lowered = ev.threshold_for_group_floors(
+            {
+                "age_band": [ev.age_band(r.age) for r in val.records],
+                "source": [r.source for r in val.records],
+            },
+            labels,
+            scores_used,
+            threshold,
+        )
+        if lowered["lowered_for"]:
+            flagged = int((scores_used[labels.astype(bool)] >= lowered["threshold"]).sum())
+            threshold_rule = {
+                **threshold_rule,
+                "threshold": lowered["threshold"],
+                "flagged": flagged,
+                "sensitivity": flagged / threshold_rule["positives"],
+                "lower_bound": (
+                    ev.proportion_lower_bound(flagged, threshold_rule["positives"], sensitivity_confidence)
+                    if sensitivity_confidence > 0
+                    else None
+                ),
+                "lowered_from": lowered["lowered_from"],
+                "lowered_for": lowered["lowered_for"],
+            }
+            threshold = lowered["threshold"]
     high = max(threshold, ev.threshold_for_specificity(labels, scores_used, 0.90))
     report = ev.full_report(
         val,

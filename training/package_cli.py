@@ -77,6 +77,13 @@ def add_package_parser(sub) -> None:
         help="write the package even when the threshold keeps sensitivity below 0.90 in an age band or source "
         "with >= 30 malignant validation images (refused by default; the model card records it)",
     )
+    p.add_argument(
+        "--lower-threshold-for-subgroups",
+        action="store_true",
+        help="instead of refusing, lower the threshold until every age band and source with >= 30 malignant "
+        "validation images keeps sensitivity >= 0.90 (more benign lesions flagged; the model card says which "
+        "groups needed it and the threshold before)",
+    )
 
 
 def _recipe(config: dict) -> str:
@@ -203,6 +210,7 @@ def _package_options(args, differential: dict | None) -> dict:
         "calibrate": not args.no_calibration,
         "scores": args.scores,
         "allow_subgroup_shortfall": args.allow_subgroup_shortfall,
+        "lower_threshold_for_subgroups": args.lower_threshold_for_subgroups,
         "card_sections": [card_section(path) for path in args.card_section or []],
     }
 

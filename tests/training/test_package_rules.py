@@ -113,6 +113,34 @@ def test_the_override_writes_the_package_with_a_loud_warning_and_records_it(craf
     assert "WARNING: subgroup check failed" in (tmp_path / "out" / "model_card.md").read_text()
 
 
+def test_the_threshold_can_instead_be_lowered_until_every_age_band_keeps_the_floor(crafted, capsys):
+    tmp_path, source = crafted
+    # uncalibrated, so the counts are exact (an isotonic map would tie the ten low scores)
+    assert _package(tmp_path, source, "--lower-threshold-for-subgroups", "--no-calibration") == 0
+    assert "WARNING" not in capsys.readouterr().err
+    manifest, _ = read_manifest(tmp_path / "out")
+    scores = np.load(tmp_path / "scores.npz")["probability"]
+    young, older = scores[100:140], scores[140:]
+    assert (young >= manifest.threshold).sum() == 36  # ceil(0.90 * 40): the floor exactly, not more
+    assert (older >= manifest.threshold).all()
+    rule = manifest.metrics["threshold_rule"]
+    lowered = {"group": "age_band", "value": "30-49", "positives": 40}
+    assert rule["lowered_for"] == [{**lowered, "threshold": pytest.approx(manifest.threshold, abs=2e-6)}]
+    assert rule["lowered_from"] > manifest.threshold
+    assert rule["flagged"] == 96 and rule["sensitivity"] == pytest.approx(0.96)
+    assert manifest.metrics["sensitivity_shortfalls"] == []
+    assert manifest.metrics["age_band_sensitivity"]["30-49"] == pytest.approx(0.90)
+    card = (tmp_path / "out" / "model_card.md").read_text()
+    assert f"It was then lowered from {rule['lowered_from']:.4f}" in card
+    assert "needed for: age band 30-49 (40 malignant)" in card
+    assert "Subgroup check passed" in card
+    # calibrated, the same option still leaves no band below the floor
+    assert _package(tmp_path, source, "--lower-threshold-for-subgroups") == 0
+    manifest, _ = read_manifest(tmp_path / "out")
+    assert manifest.metrics["sensitivity_shortfalls"] == []
+    assert manifest.metrics["age_band_sensitivity"]["30-49"] >= 0.90
+
+
 def test_the_threshold_and_bands_are_chosen_on_calibrated_scores(crafted):
     tmp_path, source = crafted
     scores = np.load(tmp_path / "scores.npz")["probability"]

@@ -4,6 +4,7 @@ metadata dropout."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -122,11 +123,63 @@ _VARIANTS = (
 assert len(_VARIANTS) == N_VARIANTS
 
 
+def activation_cache_key(config: FitConfig, spec: ImageSpec, train_ids: list[str], val_ids: list[str]) -> str:
+    """What the frozen-bottom activations depend on: backbone, weights, input, preprocessing, split point,
+    variants and the images in order (and the seed, only when ``cache_augment`` draws random augmentations)."""
+    import hashlib
+    import json
+
+    key = {
+        "backbone": config.backbone,
+        "weights": config.weights,
+        "image_spec": spec.to_dict(),
+        "top_blocks": config.top_blocks,
+        "cache_variants": config.cache_variants,
+        "cache_augment": config.cache_augment,
+        "seed": config.seed if config.cache_augment else None,
+        "train": train_ids,
+        "val": val_ids,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
 def _activation_cache(
-    cached, train_px: np.ndarray, val_px: np.ndarray, spec: ImageSpec, config: FitConfig
+    cached,
+    train_px: np.ndarray,
+    val_px: np.ndarray,
+    spec: ImageSpec,
+    config: FitConfig,
+    key: str | None = None,
 ) -> dict:
     """Frozen-bottom activations, fp16: train (variants, N, h, w, c) under flips (and, with ``cache_augment``,
-    the random augmentations for every variant but the first), validation (N, h, w, c) as they are."""
+    the random augmentations for every variant but the first), validation (N, h, w, c) as they are.
+
+    With ``config.activation_cache`` and ``key`` (:func:`activation_cache_key`) they are loaded from
+    ``DIR/KEY/`` when an earlier run saved them there, and saved there otherwise."""
+    folder = Path(config.activation_cache) / key if config.activation_cache and key else None
+    if folder is not None and (folder / "val.npy").exists():
+        out = {"train": np.load(folder / "train.npy"), "val": np.load(folder / "val.npy")}
+        log.info(
+            "activation cache: loaded %s (train %s, validation %s)",
+            folder,
+            out["train"].shape,
+            out["val"].shape,
+        )
+        return out
+    out = _compute_activations(cached, train_px, val_px, spec, config)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("train", "val"):  # val.npy last: its presence means the pair is complete
+            partial = folder / f"{name}.partial.npy"
+            np.save(partial, out[name])
+            partial.replace(folder / f"{name}.npy")
+        log.info("activation cache: saved to %s", folder)
+    return out
+
+
+def _compute_activations(
+    cached, train_px: np.ndarray, val_px: np.ndarray, spec: ImageSpec, config: FitConfig
+) -> dict:
     from tqdm import tqdm
 
     augment = None

@@ -77,6 +77,9 @@ class FitConfig:
     workers: int = 2
     # an image cache folder (training.cache, `cache-images`): images, labels and split come from it, not the CSVs
     cache: str | None = None
+    # cached mode: a folder that keeps the frozen-bottom activations between runs (members that differ only in
+    # seed, dropout or learning rate share them); see training.fit.batches.activation_cache_key
+    activation_cache: str | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> FitConfig:

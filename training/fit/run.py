@@ -27,6 +27,7 @@ from training.fit.batches import (
     _CachedBatches,
     _features,
     _top_features,
+    activation_cache_key,
 )
 from training.fit.callbacks import (
     _average_epochs,
@@ -168,11 +169,14 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
     monitor, mode = _monitor(config, n_outputs)
     cached = _cached_split(dual, config)
     cache = None
+    cache_key = activation_cache_key(
+        config, spec, [r.image_id for r in train_set.records], [r.image_id for r in val_set.records]
+    )
     if state.get("phase") in (None, "head") and not state.get("head_done"):
         t0 = time.monotonic()
         dual.backbone.trainable = False
         if cached:
-            cache = _activation_cache(cached, train_px, val_px, spec, config)
+            cache = _activation_cache(cached, train_px, val_px, spec, config, cache_key)
             f_train = np.concatenate(
                 [_top_features(cached[1], cache["train"][v], config.head_batch) for v in (0, 1)]
             )
@@ -236,7 +240,7 @@ def fit(config: FitConfig, *, resume: bool = False) -> dict:
         )
         if cached:
             if cache is None:
-                cache = _activation_cache(cached, train_px, val_px, spec, config)
+                cache = _activation_cache(cached, train_px, val_px, spec, config, cache_key)
             activations = keras.Input(shape=tuple(cached[1].input.shape[1:]), name="activations")
             metadata_in = keras.Input(shape=(meta_spec.size,), name="metadata")
             trainer = keras.Model(
