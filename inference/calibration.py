@@ -119,9 +119,15 @@ class Differential:
     output: str
     classes: tuple[str, ...]
     malignant: tuple[str, ...]
+    # one positive weight per class (``weights`` in the manifest, {class: weight}): the shares within the
+    # malignant and within the benign mass are re-weighted by them (see calibrated_differential); None: as is
+    weights: tuple[float, ...] | None = None
 
     def to_dict(self) -> dict:
-        return {"output": self.output, "classes": list(self.classes), "malignant": list(self.malignant)}
+        out = {"output": self.output, "classes": list(self.classes), "malignant": list(self.malignant)}
+        if self.weights is not None:
+            out["weights"] = dict(zip(self.classes, self.weights, strict=True))
+        return out
 
 
 def parse_differential(data: Any, member_outputs: dict[str, dict[str, str]]) -> Differential | None:
@@ -147,14 +153,33 @@ def parse_differential(data: Any, member_outputs: dict[str, dict[str, str]]) -> 
             raise CalibrationError(
                 f"member '{member}': the differential needs the output '{output}' in its 'outputs'"
             )
-    return Differential(output, tuple(classes), tuple(malignant))
+    weights = data.get("weights")
+    if weights is not None:
+        if (
+            not isinstance(weights, dict)
+            or set(weights) != set(classes)
+            or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights.values())
+            or not all(np.isfinite(w) and w > 0 for w in weights.values())
+        ):
+            raise CalibrationError(
+                "manifest: differential.weights must give every class of differential.classes a positive number"
+            )
+        weights = tuple(float(weights[c]) for c in classes)
+    return Differential(output, tuple(classes), tuple(malignant), weights)
 
 
-def calibrated_differential(classes: np.ndarray, malignant: np.ndarray, calibrated: np.ndarray) -> np.ndarray:
+def calibrated_differential(
+    classes: np.ndarray, malignant: np.ndarray, calibrated: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Rescale class probabilities (N, C) so that the malignant classes sum to the calibrated risk and the
     benign ones to its complement, keeping the proportions within each side: the differential then agrees
-    with the calibrated risk shown next to it (the members' softmax sums to the raw, uncalibrated risk)."""
+    with the calibrated risk shown next to it (the members' softmax sums to the raw, uncalibrated risk).
+
+    ``weights`` (C,): the proportions within each side are first multiplied by them (the balanced
+    differential, :func:`balance_weights`); the two sides' totals, and so the risk, stay as they are."""
     classes = np.asarray(classes, dtype=np.float64)
+    if weights is not None:
+        classes = classes * np.asarray(weights, dtype=np.float64).reshape(1, -1)
     mask = np.asarray(malignant, dtype=bool)
     if not mask.any() or mask.all():
         return classes / np.clip(classes.sum(axis=1, keepdims=True), 1e-12, None)
@@ -168,3 +193,15 @@ def calibrated_differential(classes: np.ndarray, malignant: np.ndarray, calibrat
         1.0 - cal
     )
     return out
+
+
+def balance_weights(class_counts: np.ndarray, strength: float) -> np.ndarray:
+    """Per-class weights ``(count / total) ** -strength`` (0: none; 1: every diagnosis as likely a priori),
+    scaled to a geometric mean of 1. Multiplying the differential by them counters the training data's
+    class frequencies (naevi outnumber dermatofibromas 60 to 1), so that a rare diagnosis the image supports
+    can be named first; the ISIC 2018 Task 3 metric (balanced accuracy) rewards exactly that."""
+    counts = np.asarray(class_counts, dtype=np.float64)
+    if counts.ndim != 1 or np.any(counts <= 0):
+        raise ValueError("class counts must all be positive")
+    weights = (counts / counts.sum()) ** -float(strength)
+    return weights / np.exp(np.log(weights).mean())

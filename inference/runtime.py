@@ -448,8 +448,9 @@ class Ensemble:
         if manifest.calibration is not None:
             probability = float(manifest.calibrate(raw))
             members = {n: float(manifest.calibrate(p)) for n, p in members.items()}
-            if classes is not None:
-                classes = self._calibrated_classes(classes, probability)
+        weighted = differential is not None and differential.weights is not None
+        if classes is not None and (manifest.calibration is not None or weighted):
+            classes = self._calibrated_classes(classes, probability)
         elif classes is not None:
             classes = {c: float(v) for c, v in classes.items()}
         return ImageOutcome(
@@ -465,10 +466,15 @@ class Ensemble:
         names = list(classes)
         differential = self.manifest.differential
         malignant = set(differential.malignant) if differential else set(self.manifest.positive_classes)
+        weights = None
+        if differential is not None and differential.weights is not None:
+            by_class = dict(zip(differential.classes, differential.weights, strict=True))
+            weights = np.array([by_class[c] for c in names])
         values = calibrated_differential(
             np.array([[classes[c] for c in names]]),
             np.array([c in malignant for c in names]),
             np.array([probability]),
+            weights,
         )[0]
         return {c: float(v) for c, v in zip(names, values, strict=True)}
 

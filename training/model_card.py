@@ -133,6 +133,20 @@ def _differential_lines(card: dict) -> list[str]:
         "|---|---|",
     ]
     lines += [f"| {c} | {_fmt(r)} |" for c, r in multiclass["recall_per_class"].items()]
+    balance = card.get("differential_balance")
+    if balance:
+        weights = ", ".join(f"{c} {w:.3g}" for c, w in balance["weights"].items())
+        lines += [
+            "",
+            "**Balanced differential.** Within the malignant and within the benign share, each diagnosis is "
+            "weighted by (its validation frequency) ^ -s with s = "
+            f"{balance['strength']:g} ({weights}; `differential.weights` in the manifest), so that a rare "
+            "diagnosis the image supports is not always outvoted by naevi; the risk and the threshold do not "
+            f"change. Balanced accuracy {_fmt(balance['balanced_accuracy_before'])} without the weights, "
+            f"{_fmt(balance['balanced_accuracy_after'])} with them (in sample), "
+            f"{_fmt(balance['balanced_accuracy_cv'])} cross-validated ({balance['cross_validation']}). The "
+            "shares within each side are then no longer calibrated frequencies: they rank the diagnoses.",
+        ]
     return lines + [""]
 
 

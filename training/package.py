@@ -16,7 +16,7 @@ from inference.calibration import calibrated_differential
 from inference.package import MANIFEST_NAME, Manifest, member_entry, sha256_file, write_manifest
 from inference.preprocessing import ImageSpec
 from training import evaluate as ev
-from training.calibrate import choose_calibration
+from training.calibrate import choose_calibration, choose_differential_balance
 from training.cam import with_cam
 from training.data import HAM_CLASSES, MALIGNANT_DIAGNOSES, Split, load_dataset
 
@@ -106,6 +106,7 @@ def build_package(
     scores: str | Path | None = None,
     allow_subgroup_shortfall: bool = False,
     lower_threshold_for_subgroups: bool = False,
+    balance_differential: bool = False,
     card_sections: list[dict] | None = None,
 ) -> dict:
     """``members``: [{name, onnx (path), image_spec (dict), output, backbone, run_dir?, parity_max_abs_diff?}].
@@ -125,7 +126,10 @@ def build_package(
     left behind, unless ``allow_subgroup_shortfall`` (then the shortfall is printed, and recorded in the
     manifest's metrics and the model card). ``lower_threshold_for_subgroups``: instead, lower the threshold
     until every such group reaches the floor (``training.metrics.threshold_for_group_floors``; the groups that
-    needed it and the threshold before are recorded in ``threshold_rule`` and printed in the model card)."""
+    needed it and the threshold before are recorded in ``threshold_rule`` and printed in the model card).
+    ``balance_differential``: store class weights in the differential (``training.calibrate.
+    choose_differential_balance``: the balanced accuracy they give, in sample and cross-validated, goes into
+    the model card); the risk is unchanged."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
@@ -172,9 +176,22 @@ def build_package(
     if calibrate:
         calibration, calibration_record = choose_calibration(labels, raw, [r.group for r in val.records])
         scores_used = calibration.apply(raw)
-        if classes is not None and differential is not None:
-            mask = np.array([c in differential["malignant"] for c in differential["classes"]])
-            classes = calibrated_differential(classes, mask, scores_used)
+    balance = None
+    if classes is not None and differential is not None and (calibrate or balance_differential):
+        mask = np.array([c in differential["malignant"] for c in differential["classes"]])
+        weights = None
+        if balance_differential:
+            balance = choose_differential_balance(
+                [r.diagnosis or "" for r in val.records],
+                classes,
+                list(differential["classes"]),
+                mask,
+                scores_used,
+                [r.group for r in val.records],
+            )
+            differential = {**differential, "weights": balance["weights"]}
+            weights = np.array([balance["weights"][c] for c in differential["classes"]])
+        classes = calibrated_differential(classes, mask, scores_used, weights)
     threshold_rule = ev.choose_threshold(labels, scores_used, target_sensitivity, sensitivity_confidence)
     threshold = threshold_rule["threshold"]
     if lower_threshold_for_subgroups:
@@ -319,6 +336,7 @@ def build_package(
         "calibration": calibration_record,
         "calibration_map": calibration.to_dict() if calibration else None,
         "differential": differential,
+        "differential_balance": balance,
         "sensitivity_shortfalls": shortfalls,
         "scores_file": {"path": str(scores), "sha256": sha256_file(Path(scores))} if scores else None,
         "data_sources": data_sources(data),

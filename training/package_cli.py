@@ -78,6 +78,12 @@ def add_package_parser(sub) -> None:
         "with >= 30 malignant validation images (refused by default; the model card records it)",
     )
     p.add_argument(
+        "--balance-differential",
+        action="store_true",
+        help="store class weights in the differential, chosen on validation for the balanced multiclass "
+        "accuracy (rare diagnoses the image supports are named first; the risk is unchanged)",
+    )
+    p.add_argument(
         "--lower-threshold-for-subgroups",
         action="store_true",
         help="instead of refusing, lower the threshold until every age band and source with >= 30 malignant "
@@ -211,6 +217,7 @@ def _package_options(args, differential: dict | None) -> dict:
         "scores": args.scores,
         "allow_subgroup_shortfall": args.allow_subgroup_shortfall,
         "lower_threshold_for_subgroups": args.lower_threshold_for_subgroups,
+        "balance_differential": args.balance_differential,
         "card_sections": [card_section(path) for path in args.card_section or []],
     }
 

@@ -150,6 +150,30 @@ def test_a_calibrated_differential_agrees_with_the_calibrated_risk(tmp_path):
         assert classes["mel"] / classes["bcc"] == pytest.approx(ratio, rel=1e-5)
 
 
+@pytest.mark.parametrize("calibration", [None, {"method": "temperature", "temperature": 1.7}])
+def test_differential_weights_reorder_the_diagnoses_within_each_side_and_leave_the_risk(
+    tmp_path, calibration
+):
+    plain = load(build_differential_package(tmp_path / "plain", calibration=calibration)).predict(
+        IMAGES, METAS
+    )
+    weights = dict(zip(DIFFERENTIAL_CLASSES, [1.0, 2.0, 0.5, 8.0, 0.25, 0.1, 4.0], strict=True))
+    folder = build_differential_package(tmp_path / "weighted", calibration=calibration)
+    data = json.loads((folder / "manifest.json").read_text())
+    edit_manifest(folder, differential={**data["differential"], "weights": weights})
+    manifest, _ = read_manifest(folder)
+    assert manifest.differential.to_dict()["weights"] == weights  # round trip
+    served = load(folder).predict(IMAGES, METAS)
+    for before, after in zip(plain.images, served.images, strict=True):
+        assert after.probability == pytest.approx(before.probability, abs=1e-9)  # the risk is untouched
+        for side in (MALIGNANT_CLASSES, [c for c in DIFFERENTIAL_CLASSES if c not in MALIGNANT_CLASSES]):
+            total = sum(before.class_probabilities[c] for c in side)
+            weighted = {c: before.class_probabilities[c] * weights[c] for c in side}
+            expected = {c: v / sum(weighted.values()) * total for c, v in weighted.items()}
+            assert {c: after.class_probabilities[c] for c in side} == pytest.approx(expected, abs=1e-6)
+        assert sum(after.class_probabilities.values()) == pytest.approx(1.0, abs=1e-6)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -166,6 +190,11 @@ def test_a_calibrated_differential_agrees_with_the_calibrated_risk(tmp_path):
         (lambda m: m["members"][0].update(outputs={"classes": 3}), "outputs must map names"),
         (lambda m: m["members"][0].pop("outputs"), "needs the output 'classes'"),
         (lambda m: m["differential"].update(malignant=["scc"]), "differential.malignant"),
+        (lambda m: m["differential"].update(weights={"mel": 2.0}), "differential.weights must give every"),
+        (
+            lambda m: m["differential"].update(weights=dict.fromkeys(DIFFERENTIAL_CLASSES, -1.0)),
+            "a positive number",
+        ),
     ],
 )
 def test_bad_calibration_or_differential_entries_are_refused_by_name(tmp_path, change, message):

@@ -185,3 +185,62 @@ def test_package_refuses_an_impossible_threshold_rule_before_exporting(tmp_path,
     assert main([*rethreshold, "--version", "2"]) == 2
     assert "is not a model package" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_a_balanced_differential_names_rare_diagnoses_first_without_moving_the_risk(tmp_path, capsys):
+    """A softmax that leans towards the common diagnoses (as one trained on naevi-heavy data does): the class
+    weights chosen on validation raise the balanced accuracy, are stored in the manifest and the card, and the
+    risk and threshold are the same as without them."""
+    from tests.inference.members import DIFFERENTIAL_CLASSES, build_differential_package
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (16, 16), (120, 90, 80)).save(tmp_path / "images" / "x.jpg")
+    counts = {"nv": 140, "bkl": 40, "mel": 60, "bcc": 20, "akiec": 14, "df": 12, "vasc": 12}
+    prior = np.array([counts[c] for c in DIFFERENTIAL_CLASSES], dtype=float)
+    prior /= prior.sum()
+    rng = np.random.default_rng(1)
+    rows, classes = [], []
+    for diagnosis, n in counts.items():
+        for _ in range(n):
+            i = len(rows)
+            signal = rng.normal(0.0, 1.0, len(prior))
+            signal[DIFFERENTIAL_CLASSES.index(diagnosis)] += 1.6
+            p = prior * np.exp(signal)
+            classes.append(p / p.sum())
+            malignant = int(diagnosis in ("mel", "bcc", "akiec"))
+            row = {"image_id": f"D{i:03d}", "filename": "images/x.jpg", "diagnosis": diagnosis}
+            row |= {"malignant": malignant, "age": 60, "sex": "male", "anatom_site": "torso"}
+            rows.append(row | {"lesion_id": f"L{i}", "source": "crafted"})
+    classes = np.array(classes)
+    malignant_mask = np.array([c in ("mel", "bcc", "akiec") for c in DIFFERENTIAL_CLASSES])
+    raw = classes[:, malignant_mask].sum(axis=1)
+    with open(tmp_path / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    ids = [r["image_id"] for r in rows]
+    Split(train=[], val=ids, fold=0, k=5, seed=0).save(tmp_path / "split.json")
+    np.savez(tmp_path / "scores.npz", image_id=np.array(ids), raw_probability=raw, classes=classes)
+    source = build_differential_package(tmp_path / "source", version="1.0.0")
+    results = {}
+    for name, extra in (("plain", []), ("balanced", ["--balance-differential"])):
+        args = ["package", "--from-package", str(source), "--data", str(tmp_path / "labels.csv")]
+        args += ["--split", str(tmp_path / "split.json"), "--scores", str(tmp_path / "scores.npz")]
+        args += ["--out", str(tmp_path / name), "--version", "2.0.0", "--allow-subgroup-shortfall", *extra]
+        assert main(args) == 0, capsys.readouterr().err
+        results[name] = read_manifest(tmp_path / name)[0]
+    plain, balanced = results["plain"], results["balanced"]
+    assert plain.differential.weights is None
+    weights = dict(zip(DIFFERENTIAL_CLASSES, balanced.differential.weights, strict=True))
+    assert weights["df"] > weights["bkl"] > weights["nv"]  # rarer on validation: weighted up
+    assert balanced.threshold == plain.threshold and balanced.metrics["auc"] == plain.metrics["auc"]
+    before, after = (m.metrics["balanced_accuracy"] for m in (plain, balanced))
+    assert after > before + 0.05
+    saved = np.load(tmp_path / "balanced" / "validation_scores.npz")
+    np.testing.assert_allclose(
+        saved["classes"][:, malignant_mask].sum(axis=1), saved["probability"], atol=1e-9
+    )
+    np.testing.assert_allclose(saved["classes"].sum(axis=1), 1.0, atol=1e-9)
+    card = (tmp_path / "balanced" / "model_card.md").read_text()
+    assert "**Balanced differential.**" in card and "cross-validated" in card
+    assert "**Balanced differential.**" not in (tmp_path / "plain" / "model_card.md").read_text()
