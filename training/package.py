@@ -78,12 +78,13 @@ def load_scores(path: str | Path, image_ids: list[str]) -> dict[str, np.ndarray]
 
 
 LIMITATIONS = [
-    "Trained and validated on low-resolution public dermoscopy images (HAM10000 200x150 px, ISIC 2017 256x256 px, "
-    "ISIC UDA-1); performance on clinical (non-dermoscopic) photographs is unknown.",
+    "Trained and validated on public dermoscopy images of 200 to 768 px from the archives listed under Data "
+    "sources (HAM10000, ISIC 2017, ISIC UDA-1 and, with derm-extra, ISIC 2020, PH2 and derm7pt); performance on "
+    "clinical (non-dermoscopic) photographs is unknown.",
     "Image size and style are tied to the source and partly to the label; all images are resized to one square "
     "input size, and AUC is reported per source so that a source shortcut would be visible.",
-    "The class mix is enriched for malignancy (about 41%); predictive values do not transfer to a clinic's "
-    "prevalence. The threshold targets sensitivity, not precision.",
+    "The class mix is enriched for malignancy (19-41% depending on the data used); predictive values do not "
+    "transfer to a clinic's prevalence. The threshold targets sensitivity, not precision.",
     "Validation is one lesion-grouped split of the same sources; an independent test set is needed before "
     "any clinical claim. This is decision support for a dermatologist, never a diagnosis.",
 ]
