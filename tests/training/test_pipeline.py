@@ -369,53 +369,6 @@ def test_train_batchnorm_adapts_the_fine_tuned_blocks_statistics_only(trained_ru
     assert not any(moved["false"].values())
 
 
-def test_members_that_differ_in_seed_share_saved_activations(trained_run, tmp_path):
-    """--activation-cache: the first run saves the frozen-bottom activations, a run with another seed loads
-    them instead of recomputing, and they equal what that run would have computed itself; another split
-    point is another cache."""
-    from training.__main__ import main
-
-    csv_path, first = trained_run
-    args = ["fit", "--data", str(csv_path), "--backbone", "efficientnet_lite0", "--image-size", "32"]
-    args += ["--split", str(first / "split.json"), "--head-epochs", "1", "--finetune-epochs", "1"]
-    args += ["--batch-size", "8", "--head-batch", "16", "--cache-variants", "2"]
-    shared, fresh = tmp_path / "shared", tmp_path / "fresh"
-    for seed, cache, blocks in (
-        ("1", shared, "2"),
-        ("2", shared, "2"),
-        ("2", fresh, "2"),
-        ("2", shared, "3"),
-    ):
-        run = tmp_path / f"s{seed}_{cache.name}_{blocks}"
-        assert (
-            main(
-                [
-                    *args,
-                    "--seed",
-                    seed,
-                    "--top-blocks",
-                    blocks,
-                    "--run-dir",
-                    str(run),
-                    "--activation-cache",
-                    str(cache),
-                ]
-            )
-            == 0
-        )
-    log = (tmp_path / "s2_shared_2" / "log.txt").read_text()
-    assert "activation cache: loaded" in log
-    assert "activation cache: loaded" not in (tmp_path / "s1_shared_2" / "log.txt").read_text()
-    assert "activation cache: loaded" not in (tmp_path / "s2_shared_3" / "log.txt").read_text()
-    assert len(list(shared.iterdir())) == 2  # one per split point
-    (key,) = [p.name for p in fresh.iterdir()]
-    for name in ("train", "val"):
-        saved, recomputed = np.load(shared / key / f"{name}.npy"), np.load(fresh / key / f"{name}.npy")
-        assert saved.dtype == np.float16 and np.abs(saved).max() > 0
-        np.testing.assert_allclose(saved.astype(np.float32), recomputed.astype(np.float32), atol=2e-3)
-    assert np.load(shared / key / "train.npy").shape[0] == 2  # the variants
-
-
 def test_fit_refuses_impossible_supervision_settings(trained_run, tmp_path, capsys):
     from training.__main__ import main
 
