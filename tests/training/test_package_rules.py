@@ -244,3 +244,15 @@ def test_a_balanced_differential_names_rare_diagnoses_first_without_moving_the_r
     card = (tmp_path / "balanced" / "model_card.md").read_text()
     assert "**Balanced differential.**" in card and "cross-validated" in card
     assert "**Balanced differential.**" not in (tmp_path / "plain" / "model_card.md").read_text()
+    # scripts/differential_balance.py on the plain package's saved scores makes the same choice
+    import subprocess
+    import sys
+
+    script = [
+        sys.executable,
+        "scripts/differential_balance.py",
+        str(tmp_path / "plain" / "validation_scores.npz"),
+    ]
+    script += ["--data", str(tmp_path / "labels.csv"), "--split", str(tmp_path / "split.json")]
+    printed = json.loads(subprocess.run(script, capture_output=True, text=True, check=True).stdout)
+    assert printed["weights"] == pytest.approx(weights)
