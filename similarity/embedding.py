@@ -8,9 +8,10 @@ when the package has features but no AI gate. Two embeddings were measured on th
 - ``mean``: the members' features, weight-averaged, L2-normalised (D = 1280).
 - ``gate_pca``: each member's features centred and projected on the top 64 principal components that the
   package's AI gate already carries (``gate_<member>_center/components.npy``, fitted on the training
-  dermoscopy), each member's projection L2-normalised, concatenated and normalised again (members x 64 =
-  256 dimensions for the bundled model): a PCA stored in the package. Same precision@5 as ``mean`` (0.76 on
-  the measured sample; malignant queries 0.78 against 0.75), a fifth of the memory and search time.
+  dermoscopy), each member's projection L2-normalised, concatenated and normalised again (members x 64:
+  192 dimensions for the bundled 2.0.0, 256 for 1.3.1): a PCA stored in the package. Same precision@5 as
+  ``mean`` (0.76 on the measured sample with 1.3.1; malignant queries 0.78 against 0.75), a fifth of the memory
+  and search time.
 
 ``embed`` picks ``gate_pca`` when the package has the gate's arrays and ``mean`` otherwise; the method name is
 stored with every vector, so vectors of different methods are never compared.
