@@ -27,6 +27,17 @@ FIELDS = [
 ]
 
 
+def _write_validation(tmp_path, rows: list[dict]) -> list[str]:
+    """labels.csv with these rows and a split.json whose validation side is all of them; their ids."""
+    with open(tmp_path / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    ids = [r["image_id"] for r in rows]
+    Split(train=[], val=ids, fold=0, k=5, seed=0).save(tmp_path / "split.json")
+    return ids
+
+
 @pytest.fixture
 def crafted(tmp_path):
     """200 validation images: 100 benign, 60 malignant aged 50-69, 40 malignant aged 30-49 of which 10 score
@@ -57,12 +68,7 @@ def crafted(tmp_path):
             scores.append(rng.uniform(0.01, 0.04))  # the ten missed young melanomas
         else:
             scores.append(rng.uniform(0.7, 0.99))
-    with open(tmp_path / "labels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    ids = [r["image_id"] for r in rows]
-    Split(train=[], val=ids, fold=0, k=5, seed=0).save(tmp_path / "split.json")
+    ids = _write_validation(tmp_path, rows)
     np.savez(tmp_path / "scores.npz", image_id=np.array(ids), probability=np.array(scores))
     source = build_package(tmp_path / "source", version="1.0.0")
     return tmp_path, source
@@ -214,12 +220,7 @@ def test_a_balanced_differential_names_rare_diagnoses_first_without_moving_the_r
     classes = np.array(classes)
     malignant_mask = np.array([c in ("mel", "bcc", "akiec") for c in DIFFERENTIAL_CLASSES])
     raw = classes[:, malignant_mask].sum(axis=1)
-    with open(tmp_path / "labels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    ids = [r["image_id"] for r in rows]
-    Split(train=[], val=ids, fold=0, k=5, seed=0).save(tmp_path / "split.json")
+    ids = _write_validation(tmp_path, rows)
     np.savez(tmp_path / "scores.npz", image_id=np.array(ids), raw_probability=raw, classes=classes)
     source = build_differential_package(tmp_path / "source", version="1.0.0")
     results = {}
