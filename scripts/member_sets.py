@@ -50,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     members = sorted(k[len("member_") :] for k in saved.files if k.startswith("member_"))
     _, val = Split.load(args.split).apply(load_dataset(args.data, check_images=False))
     by_id = {r.image_id: r for r in val.records}
+    missing = [str(i) for i in saved["image_id"] if str(i) not in by_id]
+    if missing or not members:
+        what = (
+            f"{len(missing)} scored images are off the split's validation side"
+            if missing
+            else "no member scores"
+        )
+        print(f"error: {path}: {what}", file=sys.stderr)
+        return 2
     records = [by_id[str(i)] for i in saved["image_id"]]
     labels = np.array([r.malignant for r in records]).astype(bool)
     bands = np.array([metrics.age_band(r.age) for r in records])
