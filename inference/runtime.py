@@ -467,9 +467,8 @@ class Ensemble:
         differential = self.manifest.differential
         malignant = set(differential.malignant) if differential else set(self.manifest.positive_classes)
         weights = None
-        if differential is not None and differential.weights is not None:
-            by_class = dict(zip(differential.classes, differential.weights, strict=True))
-            weights = np.array([by_class[c] for c in names])
+        if differential is not None and differential.weights is not None:  # classes came in this order
+            weights = np.asarray(differential.weights)
         values = calibrated_differential(
             np.array([[classes[c] for c in names]]),
             np.array([c in malignant for c in names]),

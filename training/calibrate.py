@@ -145,11 +145,6 @@ def choose_calibration(
 BALANCE_STRENGTHS = tuple(np.round(np.arange(0.0, 2.01, 0.125), 3).tolist())
 
 
-def _balanced_accuracy_fast(truth: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
-    recalls = [float((predicted[truth == c] == c).mean()) for c in range(n_classes) if (truth == c).any()]
-    return float(np.mean(recalls))
-
-
 def choose_differential_balance(
     diagnoses: list[str],
     classes: np.ndarray,
@@ -170,6 +165,7 @@ def choose_differential_balance(
     within the malignant and within the benign mass). Returns {strength, weights {class: w},
     balanced_accuracy_before, balanced_accuracy_after, balanced_accuracy_cv, n, cross_validation}."""
     from inference.calibration import balance_weights, calibrated_differential
+    from training.metrics import mean_class_recall
 
     keep = np.array([d in class_names for d in diagnoses])
     index = {c: i for i, c in enumerate(class_names)}
@@ -184,19 +180,17 @@ def choose_differential_balance(
 
     def predict(rows: np.ndarray, counts: np.ndarray, strength: float) -> np.ndarray:
         weights = balance_weights(counts, strength)
-        return calibrated_differential(classes[rows], malignant, calibrated[rows], weights).argmax(axis=1)
+        return calibrated_differential(classes[rows], malignant, calibrated[rows], weights)
 
     def best(rows: np.ndarray) -> float:
         counts = counts_of(rows)
-        scored = [
-            (_balanced_accuracy_fast(truth[rows], predict(rows, counts, s), n_classes), -s) for s in strengths
-        ]
+        scored = [(mean_class_recall(truth[rows], predict(rows, counts, s)), -s) for s in strengths]
         return -max(scored)[1]  # ties: the weaker re-weighting
 
     everything = np.arange(len(truth))
     strength = best(everything)
     folds = _group_folds(kept_groups, k, seed)
-    held = np.empty(len(truth), dtype=np.int64)
+    held = np.empty_like(classes)
     for fold in range(k):
         test, train = everything[folds == fold], everything[folds != fold]
         held[test] = predict(test, counts_of(train), best(train))
@@ -204,13 +198,11 @@ def choose_differential_balance(
     return {
         "strength": float(strength),
         "weights": {c: float(w) for c, w in zip(class_names, weights, strict=True)},
-        "balanced_accuracy_before": _balanced_accuracy_fast(
-            truth, predict(everything, counts_of(everything), 0.0), n_classes
+        "balanced_accuracy_before": mean_class_recall(truth, predict(everything, counts_of(everything), 0.0)),
+        "balanced_accuracy_after": mean_class_recall(
+            truth, predict(everything, counts_of(everything), strength)
         ),
-        "balanced_accuracy_after": _balanced_accuracy_fast(
-            truth, predict(everything, counts_of(everything), strength), n_classes
-        ),
-        "balanced_accuracy_cv": _balanced_accuracy_fast(truth, held, n_classes),
+        "balanced_accuracy_cv": mean_class_recall(truth, held),
         "n": int(len(truth)),
         "cross_validation": f"{k}-fold lesion-grouped (counts and strength chosen on the other folds)",
     }

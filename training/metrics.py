@@ -339,6 +339,14 @@ def threshold_for_group_floors(
     return {"threshold": new, "lowered_from": float(threshold), "lowered_for": lowered_for}
 
 
+def mean_class_recall(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Balanced multiclass accuracy by its formula: the mean recall over the classes present in ``truth``
+    (class indices, N) of the argmax of ``predicted`` (N, C); a tie for the top counts as wrong."""
+    top = predicted.max(axis=1, keepdims=True)
+    winner = np.where((predicted == top).sum(axis=1) == 1, predicted.argmax(axis=1), -1)
+    return float(np.mean([(winner[truth == c] == c).mean() for c in np.unique(truth)]))
+
+
 def balanced_accuracy(diagnoses: list[str], classes: np.ndarray, class_names: list[str]) -> dict:
     """Balanced multiclass accuracy (the ISIC 2018 Task 3 metric: mean recall over the classes present, argmax
     prediction, ties count as wrong) over the records whose diagnosis is one of ``class_names``. Computed with
@@ -361,14 +369,8 @@ def balanced_accuracy(diagnoses: list[str], classes: np.ndarray, class_names: li
         )
         implementation = "isic-challenge-scoring"
     except ImportError:
-        top = predicted.max(axis=1, keepdims=True)
-        winner = np.where((predicted == top).sum(axis=1) == 1, predicted.argmax(axis=1), -1)
-        recalls = [
-            float((winner[truth[:, c] == 1] == c).mean())
-            for c in range(len(class_names))
-            if truth[:, c].any()
-        ]
-        value, implementation = float(np.mean(recalls)), "training.evaluate (same formula)"
+        value = mean_class_recall(truth.argmax(axis=1), predicted)
+        implementation = "training.evaluate (same formula)"
     per_class = {
         c: float((predicted[truth[:, j] == 1].argmax(axis=1) == j).mean()) if truth[:, j].any() else None
         for j, c in enumerate(class_names)
