@@ -467,7 +467,11 @@ class Ensemble:
         differential = self.manifest.differential
         malignant = set(differential.malignant) if differential else set(self.manifest.positive_classes)
         weights = None
-        if differential is not None and differential.weights is not None and names == list(differential.classes):
+        if (
+            differential is not None
+            and differential.weights is not None
+            and names == list(differential.classes)
+        ):
             weights = np.asarray(differential.weights)
         values = calibrated_differential(
             np.array([[classes[c] for c in names]]),
